@@ -19,7 +19,7 @@ from trainables.distortions import Distortion
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 EMBEDDED_SPLIT = (4000, 500, 500)
-FULL_VAL_SIZE = 5000
+FULL_VAL_FRACTION = 1 / 12  # 5,000 of torchvision's 60,000 training digits held out for validation
 SPLIT_SEED = 0  # the fixed shuffle of the (label-sorted) embedded subset and of the full train split
 
 
@@ -91,7 +91,8 @@ def load_torchvision(data_root: str | Path, download: bool = False) -> MnistSpli
     try:
         train = MNIST(str(root), train=True, download=download)
         test = MNIST(str(root), train=False, download=download)
-        tx, ty, vx, vy = _split(train.data, train.targets, (len(train.targets) - FULL_VAL_SIZE, FULL_VAL_SIZE))
+        n_val = max(1, int(round(len(train.targets) * FULL_VAL_FRACTION)))
+        tx, ty, vx, vy = _split(train.data, train.targets.long(), (len(train.targets) - n_val, n_val))
     except Exception as err:  # torchvision raises assorted errors on truncated or corrupt IDX files
         raise DataError(f"data_root: cannot read the MNIST files under {raw}: {err}".replace("\n", " ")) from None
     if tx.shape[1:] != (28, 28) or len(ty) != len(tx):

@@ -50,6 +50,19 @@ class Distortion:
     pose_kind = ""
 
     def __call__(self, digits: torch.Tensor, gen: torch.Generator, pool: torch.Tensor | None = None):
+        """Draw fresh transforms from ``gen`` and render them: (images (B, 1, S, S), params)."""
+        params = self.sample(digits.shape[0], gen, digits.device)
+        return self.render(digits, params, gen, pool), params
+
+    def sample(self, batch: int, gen: torch.Generator, device) -> torch.Tensor:
+        raise NotImplementedError
+
+    def render(self, digits, params, gen=None, pool=None) -> torch.Tensor:
+        """Images for given transform params; clutter only when both ``gen`` and ``pool`` are given."""
+        raise NotImplementedError
+
+    def canonical(self, batch: int, device) -> torch.Tensor:
+        """Params of the untransformed pose (angle 0, shift 0, scale 1)."""
         raise NotImplementedError
 
     def oracle_theta(self, params: torch.Tensor) -> torch.Tensor:
@@ -63,10 +76,14 @@ class Rotated(Distortion):
     def __init__(self, max_degrees: float = 90.0):
         self.max_degrees = max_degrees
 
-    def __call__(self, digits, gen, pool=None):
-        angles = _uniform((digits.shape[0],), -self.max_degrees, self.max_degrees, gen, digits.device)
-        images = st.warp(digits[:, None], st.rotation_matrix(angles), self.side, padding_mode="zeros")
-        return images, angles
+    def sample(self, batch, gen, device):
+        return _uniform((batch,), -self.max_degrees, self.max_degrees, gen, device)
+
+    def render(self, digits, angles, gen=None, pool=None):
+        return st.warp(digits[:, None], st.rotation_matrix(angles.to(digits.dtype)), self.side, padding_mode="zeros")
+
+    def canonical(self, batch, device):
+        return torch.zeros(batch, device=device)
 
     def oracle_theta(self, params):
         return st.rotation_matrix(-params)
@@ -78,13 +95,19 @@ class Translated(Distortion):
     def __init__(self, max_shift: int = 16, clutter: int = CLUTTER_PATCHES):
         self.max_shift, self.clutter = max_shift, clutter
 
-    def __call__(self, digits, gen, pool=None):
+    def sample(self, batch, gen, device):
+        return (_randint(2 * self.max_shift + 1, (batch, 2), gen, device) - self.max_shift).float()
+
+    def canonical(self, batch, device):
+        return torch.zeros(batch, 2, device=device)
+
+    def render(self, digits, params, gen=None, pool=None):
         batch, device = digits.shape[0], digits.device
-        shifts = _randint(2 * self.max_shift + 1, (batch, 2), gen, device) - self.max_shift
+        shifts = params.round().long()
         canvas = torch.zeros(batch, self.side, self.side, device=device, dtype=digits.dtype)
         origin = (self.side - 28) // 2
         _paste(canvas, digits[:, None], origin + shifts[:, 1:2], origin + shifts[:, 0:1])
-        if self.clutter and pool is not None:
+        if self.clutter and pool is not None and gen is not None:
             n = batch * self.clutter
             source = pool[_randint(pool.shape[0], (n,), gen, device)].to(digits.dtype)
             crop_top, crop_left = (_randint(28 - CLUTTER_SIDE + 1, (2, n), gen, device))
@@ -94,7 +117,7 @@ class Translated(Distortion):
             patches = source[torch.arange(n, device=device)[:, None, None], rows, cols]
             where = _randint(self.side - CLUTTER_SIDE + 1, (2, batch, self.clutter), gen, device)
             _paste(canvas, patches.view(batch, self.clutter, CLUTTER_SIDE, CLUTTER_SIDE), where[0], where[1])
-        return canvas.clamp_(max=1.0)[:, None], shifts.to(digits.dtype)
+        return canvas.clamp_(max=1.0)[:, None]
 
     def oracle_theta(self, params):
         theta = st.identity(params.shape[0], params.device, params.dtype)
@@ -108,15 +131,21 @@ class Scaled(Distortion):
     def __init__(self, low_exp: float = -1.0, high_exp: float = 2.0, clutter: int = CLUTTER_PATCHES):
         self.low_exp, self.high_exp, self.clutter = low_exp, high_exp, clutter
 
-    def __call__(self, digits, gen, pool=None):
+    def sample(self, batch, gen, device):
+        return torch.pow(2.0, _uniform((batch,), self.low_exp, self.high_exp, gen, device))
+
+    def canonical(self, batch, device):
+        return torch.ones(batch, device=device)
+
+    def render(self, digits, scales, gen=None, pool=None):
         batch, device = digits.shape[0], digits.device
-        scales = torch.pow(2.0, _uniform((batch,), self.low_exp, self.high_exp, gen, device))
+        scales = scales.to(digits.dtype)
         # canvas(q) = digit(q · (side/28) / s) in normalised coordinates: the digit, centred, 28·s px.
         theta = st.identity(batch, device, digits.dtype) * (self.side / 28.0 / scales)[:, None, None]
         canvas = st.warp(digits[:, None], theta, self.side, padding_mode="zeros")[:, 0]
-        if self.clutter and pool is not None:
+        if self.clutter and pool is not None and gen is not None:
             self._add_clutter(canvas, scales, pool, gen)
-        return canvas.clamp_(max=1.0)[:, None], scales
+        return canvas.clamp_(max=1.0)[:, None]
 
     def _add_clutter(self, canvas, scales, pool, gen):
         """6×6 crops of random digits, scaled like the digit, pasted at random positions."""

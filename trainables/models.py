@@ -124,7 +124,8 @@ class STNClassifier(nn.Module):
             source = self.loc_trunk(source)
         return self.localisation(source)
 
-    def forward_details(self, images: torch.Tensor) -> Details:
+    def forward_details(self, images: torch.Tensor, theta: torch.Tensor | None = None) -> Details:
+        """Forward pass with its intermediates; a given ``theta`` replaces the localisation (oracles, figures)."""
         x = self.normalize(images)
         if self.spec.depth is None:
             for block in self.blocks:
@@ -134,8 +135,8 @@ class STNClassifier(nn.Module):
         if not self.spec.warps_input:
             for block in self.blocks[:depth]:
                 x = block(x)
-        source, aligned, theta, thetas = x, x, None, []
-        for _ in range(self.spec.iterations):
+        source, aligned, thetas = x, x, [] if theta is None else [theta]
+        for _ in range(self.spec.iterations if theta is None else 0):
             step = self._localise(aligned)
             thetas.append(step)
             theta = step if theta is None else st.compose(theta, step)

@@ -1,0 +1,123 @@
+"""Validation and end-of-trial evaluation of a model: every metric of design.md in one place.
+
+Validation and test draws are seeded independently of the trial's seed, so every trial of a study
+sees the *same* distorted val and test sets: comparisons between trials are paired, and selecting
+on ``val_error`` never touches the test draws.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from trainables import metrics
+from trainables.data import DistortedStream, MnistSplits, generator, stream_seed
+from trainables.distortions import make_distortion
+from trainables.models import STNClassifier
+
+EVAL_SEED = 0  # val/test draws: shared by every trial, independent of the trial seed
+TEST_PASSES = 10
+MISALIGNMENT_DIGITS = 500
+
+
+def error_rate(model: STNClassifier, stream: DistortedStream, seed: int) -> float:
+    wrong, total = 0, 0
+    with torch.no_grad():
+        for images, labels, _ in stream.batches(seed):
+            wrong += int((model(images).argmax(1) != labels).sum())
+            total += len(labels)
+    return wrong / max(total, 1)
+
+
+def val_error(model: STNClassifier, splits: MnistSplits, batch_size: int = 500) -> float:
+    stream = DistortedStream(splits.val_x, splits.val_y, make_distortion(model.dataset), batch_size, splits.train_x)
+    was_training = model.training
+    model.eval()
+    try:
+        return error_rate(model, stream, stream_seed(EVAL_SEED, "val"))
+    finally:
+        model.train(was_training)
+
+
+def stride_at_depth(model: STNClassifier, depth: int) -> int:
+    return 2 ** sum(1 for block in model.arch.classifier_blocks[:depth] for layer in block if layer[0] == "pool")
+
+
+def _canonical_digits(model: STNClassifier, digits: torch.Tensor) -> tuple[torch.Tensor, object]:
+    distortion = make_distortion(model.dataset)
+    clean = digits.float() / 255.0
+    return distortion.render(clean, distortion.canonical(len(clean), clean.device)), distortion
+
+
+def feature_misalignment(model: STNClassifier, digits: torch.Tensor, seed: int = EVAL_SEED) -> float:
+    """Residual of the post-ST depth-X map of T_g f against that of f (clutter-free renders)."""
+    original, distortion = _canonical_digits(model, digits)
+    params = distortion.sample(len(digits), generator(stream_seed(seed, "misalignment"), digits.device), digits.device)
+    transformed = distortion.render(digits.float() / 255.0, params)
+    with torch.no_grad():
+        a_t = model.forward_details(transformed).aligned_features
+        a_0 = model.forward_details(original).aligned_features
+    return metrics.misalignment(a_t, a_0)
+
+
+def eq1_residuals(model: STNClassifier, digits: torch.Tensor) -> dict[str, float]:
+    """``eq1_residual_<kind>_d<X>`` of the model's own classifier at every depth X ≥ 1."""
+    images, _ = _canonical_digits(model, digits)
+    out = {}
+    for depth in range(1, len(model.arch.classifier_blocks) + 1):
+        for kind in metrics.EQ1_KINDS:
+            out[f"eq1_residual_{kind}_d{depth}"] = metrics.eq1_residual(
+                model.classifier_features, images, depth, kind, stride_at_depth(model, depth))
+    return out
+
+
+def evaluate(model: STNClassifier, splits: MnistSplits, passes: int = TEST_PASSES, batch_size: int = 500):
+    """End-of-trial metrics (fractions, not percent) and the raw data the figures need."""
+    model.eval()
+    distortion = make_distortion(model.dataset)
+    stream = DistortedStream(splits.test_x, splits.test_y, distortion, batch_size, splits.train_x)
+    errors, applied, predicted, labels = [], [], [], []
+    with torch.no_grad():
+        for k in range(passes):
+            wrong = 0
+            for images, y, params in stream.batches(stream_seed(EVAL_SEED, "test", k)):
+                details = model.forward_details(images)
+                wrong += int((details.logits.argmax(1) != y).sum())
+                if model.spec.has_st:
+                    applied.append(metrics.applied_pose(distortion.pose_kind, params).cpu())
+                    predicted.append(metrics.predicted_pose(distortion.pose_kind, details.thetas[0], distortion.side).cpu())
+                    labels.append(y.cpu())
+            errors.append(wrong / len(splits.test_y))
+    result = {"test_error": float(np.mean(errors)), "test_error_sd": float(np.std(errors))}
+    figures: dict[str, np.ndarray] = {}
+    if model.spec.has_st:
+        t, p, y = torch.cat(applied).numpy(), torch.cat(predicted).numpy(), torch.cat(labels).numpy()
+        result["pose_sd"] = metrics.pose_sd(t + p, y)
+        if distortion.pose_kind == "rotation":
+            result["angle_slope"], result["angle_intercept"] = metrics.deming(t, p)
+            figures["angle_applied"], figures["angle_predicted"] = t, p
+        sample = splits.test_x[:MISALIGNMENT_DIGITS]
+        result["feature_misalignment"] = feature_misalignment(model, sample)
+    result.update(eq1_residuals(model, splits.test_x[:MISALIGNMENT_DIGITS]))
+    figures.update(example_grid(model, splits.test_x[:8]))
+    return result, figures
+
+
+def example_grid(model: STNClassifier, digits: torch.Tensor, transforms: int = 4) -> dict[str, np.ndarray]:
+    """Fig. 2 data: the same digits under several transforms, and the ST's output for each."""
+    distortion = make_distortion(model.dataset)
+    gen = generator(stream_seed(EVAL_SEED, "examples"), digits.device)
+    clean = digits.float() / 255.0
+    inputs, outputs = [], []
+    with torch.no_grad():
+        for _ in range(transforms):
+            params = distortion.sample(len(clean), gen, clean.device)
+            images = distortion.render(clean, params)
+            inputs.append(images[:, 0].cpu())
+            if model.spec.has_st:
+                st_out = model.forward_details(images).st_output
+                outputs.append(st_out.mean(1).cpu() if st_out.shape[1] > 1 else st_out[:, 0].cpu())
+    grid = {"example_inputs": torch.stack(inputs, 1).numpy()}
+    if outputs:
+        grid["example_st_outputs"] = torch.stack(outputs, 1).numpy()
+    return grid

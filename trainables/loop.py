@@ -1,0 +1,164 @@
+"""The training loop: one trial, seeded, CPU or CUDA, with a per-epoch callback and checkpoints.
+
+No Ray and no MLflow here: the Tune adapter passes ``on_epoch`` (report + checkpoint) and the CLI
+passes a progress printer. A NaN/Inf loss ends the run at once with status ``diverged``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from trainables.data import DistortedStream, MnistSplits, load_mnist, stream_seed
+from trainables.distortions import make_distortion
+from trainables.evaluate import evaluate, val_error
+from trainables.models import STNClassifier
+from trainables.registry import check_variant
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+class ConfigError(ValueError):
+    """An invalid training option; the message is one line naming the field and allowed values."""
+
+
+@dataclass
+class TrainConfig:
+    """One trial. Defaults are the paper's (SGD, lr 0.01, momentum 0, batch 256, ÷10 at 1/3, 2/3)."""
+
+    dataset: str = "rotated-mnist"
+    variant: str = "STN-SL1"
+    st_transform: str = "affine"
+    epochs: int = 10
+    train_size: int | None = None
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    loc_lr_mult: float = 1.0
+    pre_st_lr_mult: float = 1.0
+    lr_milestones: tuple[float, ...] = (1 / 3, 2 / 3)
+    lr_gamma: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    data_root: str | None = None
+    download: bool = False
+    test_passes: int = 10
+
+    def validate(self) -> "TrainConfig":
+        check_variant(self.dataset, self.variant, self.st_transform)
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer: {self.optimizer!r} is not allowed: allowed {', '.join(OPTIMIZERS)}")
+        for name in ("lr", "loc_lr_mult", "pre_st_lr_mult"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name}: must be a finite number > 0, got {value!r}")
+        for name in ("momentum", "weight_decay"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name}: must be a finite number >= 0, got {value!r}")
+        for name in ("epochs", "batch_size", "test_passes"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name}: must be an integer >= 1, got {getattr(self, name)!r}")
+        if self.train_size is not None and self.train_size < 1:
+            raise ConfigError(f"train_size: must be an integer >= 1, got {self.train_size!r}")
+        if any(not 0 < m < 1 for m in self.lr_milestones):
+            raise ConfigError(f"lr_milestones: fractions of the run strictly between 0 and 1, got {self.lr_milestones}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"device: {self.device!r} is not allowed: allowed auto, cpu, cuda, cuda:<N>")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError("device: cuda was requested but no CUDA device is available: allowed cpu, auto")
+        return self
+
+    def resolved_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+
+@dataclass
+class TrainResult:
+    status: str  # completed | diverged | stopped
+    metrics: dict
+    history: list[dict] = field(default_factory=list)
+    message: str = ""
+    model: STNClassifier | None = None
+    figures: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+
+
+def build_optimizer(model: STNClassifier, cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups = model.param_groups()
+    mults = {"localisation": cfg.loc_lr_mult, "pre_st": cfg.pre_st_lr_mult, "classifier": 1.0}
+    params = [{"params": groups[k], "lr": cfg.lr * mults[k], "name": k} for k in groups if groups[k]]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def train(cfg: TrainConfig, on_epoch=None, splits: MnistSplits | None = None, resume: dict | None = None,
+          evaluate_at_end: bool = True) -> TrainResult:
+    """Train one model. ``on_epoch(metrics, state)`` may return ``"stop"`` (e.g. pruned) to end early.
+
+    ``state()`` returns a checkpointable dict; pass such a dict as ``resume`` to continue after its
+    epoch (the data streams are seeded per epoch, so a resumed run draws what the original would).
+    """
+    cfg.validate()
+    device = cfg.resolved_device()
+    splits = (splits or load_mnist(cfg.data_root, cfg.download)).to(device)
+    torch.manual_seed(cfg.seed)
+    model = STNClassifier(cfg.dataset, cfg.variant, cfg.st_transform).to(device)
+    optimizer = build_optimizer(model, cfg)
+    train_x, train_y = splits.train_x, splits.train_y
+    if cfg.train_size is not None:
+        train_x, train_y = train_x[: cfg.train_size], train_y[: cfg.train_size]
+    stream = DistortedStream(train_x, train_y, make_distortion(cfg.dataset), cfg.batch_size, splits.train_x, shuffle=True)
+    total_steps = cfg.epochs * len(stream)
+    milestones = sorted({max(1, int(round(f * total_steps))) for f in cfg.lr_milestones})
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=cfg.lr_gamma)
+    history, start_epoch = [], 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        history, start_epoch = list(resume["history"]), int(resume["epoch"])
+
+    def state() -> dict:
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "history": history, "epoch": len(history)}
+
+    config = {**asdict(cfg), "device": str(device), "data_source": splits.source, "data_digest": splits.digest}
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        started, loss_sum, seen = time.perf_counter(), torch.zeros((), device=device), 0
+        for step, (images, labels, _) in enumerate(stream.batches(stream_seed(cfg.seed, "train", epoch))):
+            loss = torch.nn.functional.cross_entropy(model(images), labels)
+            if not torch.isfinite(loss):
+                message = (f"diverged at epoch {epoch + 1}, step {step + 1}: loss is {loss.item()} "
+                           f"(optimizer {cfg.optimizer}, lr {cfg.lr:g}); lower the learning rate")
+                return TrainResult("diverged", {"epochs_completed": epoch}, history, message, model, config=config)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach() * len(labels)
+            seen += len(labels)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - started
+        record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / seen, "val_error": val_error(model, splits),
+                  "images_per_s": seen / seconds, "lr": optimizer.param_groups[-1]["lr"], "epoch_seconds": seconds}
+        history.append(record)
+        if on_epoch is not None and on_epoch(record, state) == "stop":
+            return TrainResult("stopped", {"epochs_completed": epoch + 1, **record}, history, "stopped early",
+                               model, config=config)
+    final = {"epochs_completed": cfg.epochs, **(history[-1] if history else {})}
+    figures = {}
+    if evaluate_at_end:
+        test_metrics, figures = evaluate(model, splits, cfg.test_passes)
+        final.update(test_metrics)
+    return TrainResult("completed", final, history, "", model, figures, config)

@@ -1,0 +1,129 @@
+"""Pose alignment, the angle-plot regression, feature-map misalignment and Eq. 1 (paper-notes §6).
+
+Pose conventions are pinned to the generators of ``distortions`` (the tests feed the oracle θ):
+for an ST output θ the predicted pose p and the applied pose t add up to the final pose z = t + p,
+which a perfectly canonicalising ST holds constant within each class.
+
+- rotation:    t = applied angle (°, counter-clockwise);  p = -atan2(θ01 - θ10, θ00 + θ11)·180/π
+- translation: t = applied shift (px, x right, y down);    p = -(θ02, θ12)·W/2
+  (W/2 rather than the authors' (W-1)/2 because we sample with align_corners=False, and y keeps
+  the image's downward sign on both sides)
+- scale:       t = 2·log2 s (area, log2 units);          p = log2 det(θ⁻¹)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from trainables import st
+
+
+def applied_pose(kind: str, params: torch.Tensor) -> torch.Tensor:
+    """The generator's transform params as the pose t of paper-notes §6."""
+    if kind == "scale":
+        return 2.0 * torch.log2(params)
+    return params
+
+
+def predicted_pose(kind: str, theta: torch.Tensor, side: int) -> torch.Tensor:
+    """The pose p that an ST's 2×3 θ applies, in the units of ``applied_pose``."""
+    if kind == "rotation":
+        return -torch.rad2deg(torch.atan2(theta[:, 0, 1] - theta[:, 1, 0], theta[:, 0, 0] + theta[:, 1, 1]))
+    if kind == "translation":
+        return -theta[:, :, 2] * side / 2.0
+    if kind == "scale":
+        return -torch.log2(torch.linalg.det(theta[:, :, :2]).abs())
+    raise ValueError(f"unknown pose kind {kind!r}: allowed rotation, translation, scale")
+
+
+def pose_sd(final_pose, labels) -> float:
+    """Pooled within-class SD: sqrt((1/N) Σ_c Σ_{i∈c} ‖z_i − mean_{j∈c} z_j‖²)."""
+    z = np.asarray(final_pose, dtype=np.float64)
+    z = z.reshape(len(z), -1)
+    labels = np.asarray(labels)
+    total = 0.0
+    for c in np.unique(labels):
+        zc = z[labels == c]
+        total += float(((zc - zc.mean(axis=0)) ** 2).sum())
+    return math.sqrt(total / len(z))
+
+
+def deming(x, y) -> tuple[float, float]:
+    """Orthogonal (Deming, δ = 1) regression y = m·x + c: the principal axis of the point cloud."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    cov = np.cov(np.stack([x, y]), bias=True)
+    values, vectors = np.linalg.eigh(cov)
+    vx, vy = vectors[:, np.argmax(values)]
+    slope = math.inf if abs(vx) < 1e-12 else float(vy / vx)
+    return slope, float(y.mean() - slope * x.mean()) if math.isfinite(slope) else math.nan
+
+
+def misalignment(transformed: torch.Tensor, original: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    """mean‖a(T f) − a(f)‖² / mean‖a(f) − a(f′)‖², f′ = another image of the batch; 0 = aligned."""
+    other = original.roll(1, dims=0)
+    if mask is not None:
+        transformed, original, other = transformed * mask, original * mask, other * mask
+    num = (transformed - original).pow(2).flatten(1).sum(1).mean()
+    den = (original - other).pow(2).flatten(1).sum(1).mean()
+    return float(num / den.clamp_min(1e-12))
+
+
+# ---------------------------------------------------------------- Eq. 1, measured directly
+
+QUARTER_TURNS = (90.0, 180.0, 270.0)  # exact on the pixel grid: any residual is Eq. 1's, not interpolation's
+SCALES = (0.5, 2**-0.5, 2**0.5, 2.0)
+
+
+def _central_mask(side: int, half_width: float, device) -> torch.Tensor:
+    coords = (torch.arange(side, device=device) + 0.5) * 2.0 / side - 1.0
+    inside = coords.abs() <= half_width
+    return (inside[:, None] & inside[None, :]).float()
+
+
+def _cycle(values, n: int, device) -> torch.Tensor:
+    return torch.tensor([values[i % len(values)] for i in range(n)], device=device, dtype=torch.float32)
+
+
+def eq1_residual(features, images: torch.Tensor, depth: int, kind: str, stride: int) -> float:
+    """Best-case spatial re-alignment residual of Γ_depth under ``kind`` (Eq. 1).
+
+    ``features(images, depth)`` is the classifier's depth-X map Γ; ``images`` are canonical-pose
+    inputs. We warp the input with a known T_g, map Γ(T_g f) back with the same known T_g⁻¹ on the
+    feature grid, and compare with Γ f. Translations are by multiples of the network's stride at
+    that depth (so they are integer shifts of the feature map) and are compared away from borders.
+    """
+    n, device = images.shape[0], images.device
+    with torch.no_grad():
+        reference = features(images, depth)
+        side = reference.shape[-1]
+        if kind == "translation":
+            steps = [(1, 0), (0, 1), (-1, 1), (1, -1), (-1, -1), (0, -1)]
+            shift = torch.tensor([steps[i % len(steps)] for i in range(n)], device=device)
+            pad = stride
+            padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+            moved = torch.stack([padded[i].roll((int(s[1]) * stride, int(s[0]) * stride), dims=(-2, -1))
+                                 for i, s in enumerate(shift)])
+            ref_padded = features(padded, depth)
+            back = torch.stack([m.roll((-int(s[1]), -int(s[0])), dims=(-2, -1))
+                                for m, s in zip(features(moved, depth), shift)])
+            border = torch.zeros_like(ref_padded[:1, :1])
+            border[..., 1:-1, 1:-1] = 1.0  # one feature pixel = one stride: the rolled-around seam
+            return misalignment(back, ref_padded, border)
+        if kind == "rotation":
+            theta = st.rotation_matrix(_cycle(QUARTER_TURNS, n, device))
+            mask = None
+        elif kind == "scale":
+            scales = _cycle(SCALES, n, device)
+            theta = st.identity(n, device) / scales[:, None, None]  # content enlarged by s
+            mask = _central_mask(side, 0.5, device)
+        else:
+            raise ValueError(f"unknown Eq. 1 transform {kind!r}: allowed rotation, scale, translation")
+        transformed = features(st.warp(images, theta, None, "zeros"), depth)
+        back = st.warp(transformed, st.invert(theta), side, "zeros")
+        return misalignment(back, reference, mask)
+
+
+EQ1_KINDS = ("rotation", "scale", "translation")

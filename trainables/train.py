@@ -1,0 +1,87 @@
+"""``python -m trainables.train``: train and evaluate one model without Ray; writes result.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+
+from trainables.data import DataError, load_mnist
+from trainables.loop import OPTIMIZERS, ConfigError, TrainConfig, train
+from trainables.registry import DATASETS, ST_TRANSFORMS, VariantError
+
+RESULT_FILE = "result.json"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m trainables.train", description=__doc__)
+    p.add_argument("--dataset", default="rotated-mnist", help=f"one of {', '.join(DATASETS)}")
+    p.add_argument("--variant", default="STN-SL1", help="CNN, STN-C<X>, STN-SL<X>, STN-DL<X>[x<N>]")
+    p.add_argument("--st-transform", default="affine", help=f"one of {', '.join(ST_TRANSFORMS)}")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--train-size", type=int, default=None, help="use only the first N training digits")
+    p.add_argument("--optimizer", default="sgd", help=f"one of {', '.join(OPTIMIZERS)}")
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--momentum", type=float, default=0.0)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--loc-lr-mult", type=float, default=1.0, help="LR multiplier of the localisation network")
+    p.add_argument("--pre-st-lr-mult", type=float, default=1.0, help="LR multiplier of the layers before the ST")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:<N>")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--test-passes", type=int, default=10, help="randomised passes over the test set (K)")
+    p.add_argument("--data-root", default=None, help="torchvision MNIST root; default: the embedded subset")
+    p.add_argument("--download", action="store_true", help="download MNIST into --data-root if missing")
+    p.add_argument("--out", default="runs/train", help="directory for result.json")
+    return p
+
+
+def _fmt(record: dict, epochs: int, elapsed: float) -> str:
+    return (f"epoch {record['epoch']:>3}/{epochs}  loss {record['train_loss']:.4f}  val {100 * record['val_error']:5.2f}%  "
+            f"lr {record['lr']:.2g}  {record['images_per_s']:,.0f} img/s  {elapsed:,.0f}s")
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    known = {f.name for f in fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in known})
+    try:
+        cfg.validate()
+        splits = load_mnist(cfg.data_root, cfg.download)
+    except (VariantError, ConfigError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(splits.describe(), flush=True)
+    print(f"training {cfg.variant} ({cfg.st_transform}) on {cfg.dataset}: {cfg.epochs} epochs, {cfg.optimizer} "
+          f"lr {cfg.lr:g}, batch {cfg.batch_size}, seed {cfg.seed}, device {cfg.resolved_device()}", flush=True)
+    started = time.perf_counter()
+    result = train(cfg, on_epoch=lambda rec, _: print(_fmt(rec, cfg.epochs, time.perf_counter() - started), flush=True),
+                   splits=splits)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {"status": result.status, "message": result.message, "config": result.config,
+               "metrics": result.metrics, "history": result.history,
+               "wall_seconds": time.perf_counter() - started}
+    (out / RESULT_FILE).write_text(json.dumps(payload, indent=2))
+    if result.status == "diverged":
+        print(f"diverged: {result.message}", file=sys.stderr)
+        print(f"wrote {out / RESULT_FILE}")
+        return 1
+    width = max(len(k) for k in result.metrics)
+    for key, value in result.metrics.items():
+        shown = f"{value:.4f}" if isinstance(value, float) else value
+        print(f"  {key:<{width}}  {shown}")
+    print(f"wrote {out / RESULT_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
