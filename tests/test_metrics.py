@@ -1,0 +1,100 @@
+"""Metrics against hand-computed values and oracles that pin the pose formulas to the generators."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from trainables import metrics, st
+from trainables.data import generator
+from trainables.distortions import make_distortion
+from trainables.evaluate import eq1_residuals, feature_misalignment, stride_at_depth
+from trainables.models import STNClassifier
+from trainables.registry import DATASETS
+
+
+def test_pose_sd_by_hand():
+    # class 0: 1, 3 (mean 2); class 1: 10, 14 (mean 12): squares 1+1+4+4 = 10 over N = 4
+    assert metrics.pose_sd([1, 3, 10, 14], [0, 0, 1, 1]) == pytest.approx(math.sqrt(10 / 4))
+    # 2-D poses: squared norms of deviations, pooled
+    z = [[0, 0], [2, 0], [5, 5], [5, 7]]
+    assert metrics.pose_sd(z, [0, 0, 1, 1]) == pytest.approx(math.sqrt((1 + 1 + 1 + 1) / 4))
+    assert metrics.pose_sd([4, 4, 9], [3, 3, 5]) == 0.0
+
+
+@pytest.mark.parametrize("slope,intercept", [(1.0, 0.0), (-1.0, 2.5), (0.0, -3.0), (0.32, 1.0)])
+def test_deming_recovers_exact_lines(slope, intercept):
+    x = np.linspace(-90, 90, 37)
+    m, c = metrics.deming(x, slope * x + intercept)
+    assert m == pytest.approx(slope, abs=1e-9) and c == pytest.approx(intercept, abs=1e-7)
+
+
+def test_deming_matches_the_closed_form_and_differs_from_least_squares():
+    x = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
+    y = np.array([0.0, 2.0, 1.0, 4.0, 3.0])
+    sxx, syy, sxy = np.var(x), np.var(y), np.mean((x - x.mean()) * (y - y.mean()))
+    closed = (syy - sxx + math.sqrt((syy - sxx) ** 2 + 4 * sxy**2)) / (2 * sxy)  # δ = 1
+    m, c = metrics.deming(x, y)
+    assert m == pytest.approx(closed) and c == pytest.approx(y.mean() - closed * x.mean())
+    assert m != pytest.approx(sxy / sxx)  # orthogonal regression is not OLS on noisy data
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_oracle_theta_gives_zero_pose_sd(dataset):
+    distortion = make_distortion(dataset)
+    params = distortion.sample(400, generator(2, "cpu"), "cpu")
+    labels = torch.arange(400) % 10
+    t = metrics.applied_pose(distortion.pose_kind, params)
+    p = metrics.predicted_pose(distortion.pose_kind, distortion.oracle_theta(params), distortion.side)
+    assert metrics.pose_sd((t + p).numpy(), labels.numpy()) < 1e-3
+    identity = metrics.predicted_pose(distortion.pose_kind, st.identity(400), distortion.side)
+    assert metrics.pose_sd((t + identity).numpy(), labels.numpy()) > 0.3 * float(t.std())
+    if dataset == "rotated-mnist":
+        slope, intercept = metrics.deming(t.numpy(), p.numpy())
+        assert slope == pytest.approx(-1.0, abs=1e-4) and intercept == pytest.approx(0.0, abs=1e-3)
+        assert metrics.deming(t.numpy(), identity.numpy())[0] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_feature_misalignment_zero_for_an_oracle_and_large_for_the_identity(splits):
+    torch.manual_seed(0)
+    model = STNClassifier("rotated-mnist", "STN-C0").eval()
+    digits = splits.test_x[:200]
+    distortion = make_distortion("rotated-mnist")
+    clean = digits.float() / 255
+    params = distortion.sample(200, generator(9, "cpu"), "cpu")
+    original = distortion.render(clean, distortion.canonical(200, "cpu"))
+    rotated = distortion.render(clean, params)
+    with torch.no_grad():
+        a0 = model.forward_details(original).aligned_features
+        oracle = model.forward_details(rotated, theta=distortion.oracle_theta(params)).aligned_features
+        same = model.forward_details(rotated).aligned_features
+    assert metrics.misalignment(a0, a0) == 0.0
+    assert metrics.misalignment(oracle, a0) < 0.1
+    assert metrics.misalignment(same, a0) > 0.5
+    assert feature_misalignment(model, digits) > 0.5  # the identity-initialised STN aligns nothing
+
+
+def test_eq1_translation_realigns_and_quarter_turns_do_not(splits):
+    torch.manual_seed(0)
+    model = STNClassifier("rotated-mnist", "CNN").eval()
+    residuals = eq1_residuals(model, splits.test_x[:64])
+    for depth in (1, 2):
+        assert residuals[f"eq1_residual_translation_d{depth}"] < 1e-6
+        assert residuals[f"eq1_residual_rotation_d{depth}"] > 0.1
+        assert residuals[f"eq1_residual_scale_d{depth}"] > 0.1
+    assert stride_at_depth(model, 1) == 2 and stride_at_depth(model, 2) == 4
+
+
+def test_eq1_rotation_invariant_filters_realign_under_rotation(splits):
+    """Filters symmetric under quarter turns make Γ rotation-covariant: the residual vanishes."""
+    torch.manual_seed(0)
+    model = STNClassifier("rotated-mnist", "CNN").eval()
+    with torch.no_grad():
+        for block in model.blocks:
+            conv = block[0]
+            w = conv.weight
+            conv.weight.copy_(sum(torch.rot90(w, k, dims=(-2, -1)) for k in range(4)) / 4)
+    residuals = eq1_residuals(model, splits.test_x[:64])
+    assert residuals["eq1_residual_rotation_d1"] < 1e-6
+    assert residuals["eq1_residual_rotation_d2"] < 1e-6
