@@ -23,3 +23,15 @@ def splits():
 def digits(splits):
     """64 clean test digits as floats in [0, 1], (64, 28, 28)."""
     return splits.test_x[:64].float() / 255.0
+
+
+@pytest.fixture(scope="session")
+def ray_local(tmp_path_factory):
+    """A real local Ray instance with 2 CPUs, shared by the study tests."""
+    import ray
+
+    os.environ.setdefault("RAY_TMPDIR", str(tmp_path_factory.mktemp("ray")))
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,259 @@
+"""The study config: a validated YAML schema, shipped presets and CLI overrides.
+
+Everything is checked before anything starts: unknown keys, wrong types, impossible cells
+(through the variant registry) and empty ranges each fail with one line naming the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trainables.registry import DATASETS, ST_TRANSFORMS, VariantError, check_variant
+
+PRESETS = ("smoke", "cpu-demo", "paper")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_ARTIFACTS = PROJECT_ROOT / "mlflow_artifacts"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One row × column of the result tables: a dataset, a variant and the ST's parameterisation."""
+
+    dataset: str
+    variant: str
+    st_transform: str = "affine"
+
+    @property
+    def key(self) -> str:
+        base = f"{self.dataset}/{self.variant}"
+        return base if self.st_transform == "affine" or self.variant == "CNN" else f"{base}/{self.st_transform}"
+
+
+class ConfigError(ValueError):
+    """Invalid study configuration; ``lines`` holds one message per offending field."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = lines
+        super().__init__("; ".join(lines))
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Range(Strict):
+    """A numeric range [low, high]; ``log`` samples log-uniformly. low == high fixes the value."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ValueError(f"range bounds must be finite numbers, got [{self.low}, {self.high}]")
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got {self.low}")
+        return self
+
+
+class SearchSpace(Strict):
+    """The Optuna ranges; each cell gets its own seeded TPE study over this space."""
+
+    optimizer: list[Literal["sgd", "adam"]] = Field(default_factory=lambda: ["sgd", "adam"], min_length=1)
+    lr: Range = Range(low=1e-4, high=0.1, log=True)
+    loc_lr_mult: Range = Range(low=0.01, high=1.0, log=True)
+    momentum: Range = Range(low=0.0, high=0.95)
+    weight_decay: Range = Range(low=0.0, high=0.0)
+    batch_size: list[int] = Field(default_factory=lambda: [256], min_length=1)
+
+    @field_validator("lr", "loc_lr_mult")
+    @classmethod
+    def _positive(cls, value: Range):
+        if value.low <= 0:
+            raise ValueError(f"must be > 0, got low = {value.low}")
+        return value
+
+    @field_validator("momentum")
+    @classmethod
+    def _momentum(cls, value: Range):
+        if value.low < 0 or value.high >= 1:
+            raise ValueError(f"momentum must lie in [0, 1), got [{value.low}, {value.high}]")
+        return value
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batches(cls, value: list[int]):
+        if any(b < 1 for b in value):
+            raise ValueError(f"batch sizes must be >= 1, got {value}")
+        return value
+
+
+class Resources(Strict):
+    cpus: float = Field(1.0, gt=0)
+    gpus: float = Field(0.0, ge=0)
+
+
+class StudyConfig(Strict):
+    name: str = Field("stn-study", min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    description: str = ""
+    datasets: list[str] = Field(default_factory=lambda: ["rotated-mnist"], min_length=1)
+    variants: list[str] = Field(default_factory=lambda: ["CNN", "STN-C0", "STN-C1", "STN-SL1", "STN-DL1"], min_length=1)
+    st_transforms: list[str] = Field(default_factory=lambda: ["affine"], min_length=1)
+    extra_cells: list[str] = Field(default_factory=list)  # "<dataset>/<variant>" rows beyond the cross product
+    search: SearchSpace = Field(default_factory=SearchSpace)
+    overrides: dict[str, SearchSpace] = Field(default_factory=dict)  # by variant or "<dataset>/<variant>"
+    trials_per_cell: int = Field(4, ge=1)
+    epochs: int = Field(10, ge=1)
+    final_epochs: int | None = Field(None, ge=1)  # default: epochs
+    train_size: int | None = Field(None, ge=1)
+    pruner: Literal["asha", "median", "none"] = "asha"
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: int = Field(3, ge=2)
+    final_seeds: list[int] = Field(default_factory=lambda: [0])
+    seed: int = 0
+    resources: Resources = Field(default_factory=Resources)
+    max_concurrent_trials: int = Field(2, ge=1)
+    test_passes: int = Field(10, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data_root: str | None = None
+    download: bool = False
+    tracking_uri: str | None = None
+    storage_path: str | None = None
+
+    @field_validator("datasets")
+    @classmethod
+    def _datasets(cls, value: list[str]):
+        unknown = [d for d in value if d not in DATASETS]
+        if unknown:
+            raise ValueError(f"unknown dataset {unknown[0]!r}: allowed {', '.join(DATASETS)}")
+        return list(dict.fromkeys(value))
+
+    @field_validator("st_transforms")
+    @classmethod
+    def _transforms(cls, value: list[str]):
+        unknown = [t for t in value if t not in ST_TRANSFORMS]
+        if unknown:
+            raise ValueError(f"unknown st_transform {unknown[0]!r}: allowed {', '.join(ST_TRANSFORMS)}")
+        return list(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _cells_exist(self):
+        for dataset in self.datasets:
+            for variant in self.variants:
+                try:
+                    check_variant(dataset, variant, "affine")
+                except VariantError as err:
+                    raise ValueError(f"variants: {err}") from None
+        for cell in self.extra_cells:
+            dataset, _, variant = cell.partition("/")
+            if dataset not in DATASETS or not variant:
+                raise ValueError(f"extra_cells: {cell!r} must be <dataset>/<variant> with dataset one of {', '.join(DATASETS)}")
+            try:
+                check_variant(dataset, variant, "affine")
+            except VariantError as err:
+                raise ValueError(f"extra_cells: {err}") from None
+        keys = {v for v in self.variants} | {c.partition("/")[2] for c in self.extra_cells}
+        keys |= {f"{d}/{v}" for d in self.datasets for v in self.variants} | set(self.extra_cells)
+        stray = [k for k in self.overrides if k not in keys]
+        if stray:
+            raise ValueError(f"overrides: {stray[0]!r} names no cell of this study: allowed {', '.join(sorted(keys))}")
+        return self
+
+    def cells(self) -> list["Cell"]:
+        """Every dataset × variant × st_transform of the study, then the extra cells (affine)."""
+        cells = [Cell(d, v, t) for d in self.datasets for v in self.variants for t in self.st_transforms
+                 if not (v == "CNN" and t != self.st_transforms[0])]  # the CNN has no ST to parameterise
+        cells += [Cell(*c.split("/", 1), "affine") for c in self.extra_cells]
+        return list(dict.fromkeys(cells))
+
+    def space_for(self, dataset: str, variant: str) -> SearchSpace:
+        return self.overrides.get(f"{dataset}/{variant}") or self.overrides.get(variant) or self.search
+
+    def hash(self) -> str:
+        return hashlib.sha256(self.to_yaml().encode()).hexdigest()[:12]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _format(err: ValidationError) -> list[str]:
+    lines = []
+    for item in err.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "config"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        if item["type"] == "literal_error":
+            message = message.replace("Input should be", "allowed:")
+        got = item.get("input")
+        shown = "" if item["type"] in ("extra_forbidden", "value_error") or isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{field}: {message}{shown}" if item["loc"] else f"{message}{shown}")
+    return lines
+
+
+def validate(data: dict) -> StudyConfig:
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format(err)) from None
+
+
+def preset_data(name: str) -> dict:
+    if name not in PRESETS:
+        raise ConfigError([f"preset: unknown preset {name!r}: allowed {', '.join(PRESETS)}"])
+    text = resources.files("study").joinpath("presets", f"{name}.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"config: file not found: {path}"])
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError([f"config: {path} is not valid YAML{where}: {getattr(err, 'problem', err)}"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([f"config: {path} must hold a mapping of fields, got {type(data).__name__}"])
+    return data
+
+
+def set_path(data: dict, dotted: str, value) -> None:
+    """Apply one ``a.b.c=value`` override (the value parsed as YAML: numbers, lists, booleans)."""
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError([f"{dotted}: {key} is not a mapping"])
+    node[keys[-1]] = value
+
+
+def load(preset: str | None = None, path: str | Path | None = None, overrides: dict | None = None) -> StudyConfig:
+    """Preset (default ``smoke`` when no file is given), then the YAML file on top, then overrides."""
+    data: dict = preset_data(preset or "smoke") if (preset or not path) else {}
+    if path:
+        data = _deep_merge(data, read_yaml(path))
+    for dotted, value in (overrides or {}).items():
+        set_path(data, dotted, value)
+    return validate(data)
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out

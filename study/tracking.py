@@ -1,0 +1,250 @@
+"""MLflow tracking: the study's parent run, one child run per trial, written from the driver.
+
+Runs are created and closed by a Tune callback on the driver, which sees every trial end —
+including trials Tune stops with SIGTERM after a pruning decision — so no run is left RUNNING.
+Workers never talk to MLflow: figures and final models travel in the trial's last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from importlib import metadata
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+log = logging.getLogger(__name__)
+EPOCH_METRICS = ("train_loss", "val_error", "images_per_s", "lr", "epoch_seconds")
+SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql")
+PACKAGES = ("torch", "torchvision", "ray", "optuna", "mlflow", "stn-study")
+PARAM_KEYS = ("dataset", "variant", "st_transform", "depth", "sharing", "iterations", "optimizer", "lr",
+              "loc_lr_mult", "momentum", "weight_decay", "batch_size", "epochs", "train_size", "seed",
+              "trial_number", "test_passes")
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; the message is one line."""
+
+
+def default_tracking_uri(root: Path) -> str:
+    return f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
+    """Fail within seconds, before any trial starts, if the store is unusable."""
+    scheme = uri.split(":", 1)[0].split("+", 1)[0]
+    if scheme not in SCHEMES:
+        raise TrackingError(f"tracking_uri: unsupported scheme {scheme!r} in {uri!r}: allowed {', '.join(SCHEMES)}")
+    if scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+                if response.status != 200:
+                    raise TrackingError(f"tracking_uri: {uri} answered /health with HTTP {response.status}")
+        except (urllib.error.URLError, OSError, TimeoutError) as err:
+            reason = getattr(err, "reason", err)
+            raise TrackingError(f"tracking_uri: MLflow server {uri} is not reachable ({reason}); start it or "
+                                f"pass another --tracking-uri") from None
+    elif scheme == "sqlite":
+        path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+        if path is not None and not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def artifact_root_for(uri: str, default_root: Path) -> str | None:
+    """Local stores keep artifacts beside the database; a server decides for itself."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+    return None
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return client.create_experiment(name, artifact_location=artifact_location,
+                                        tags={"mlflow.experimentKind": "custom_model_development"})
+    client.set_experiment_tag(experiment.experiment_id, "mlflow.experimentKind", "custom_model_development")
+    return experiment.experiment_id
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() if out.returncode == 0 else "none"
+    except (OSError, subprocess.TimeoutExpired):
+        return "none"
+
+
+def provenance_tags(config_hash: str, data_source: str, data_digest: str, device: str) -> dict[str, str]:
+    tags = {"git_commit": git_commit(), "config_hash": config_hash, "data_source": data_source,
+            "data_digest": data_digest, "device": device, "python": platform.python_version(),
+            "host": platform.node()}
+    for package in PACKAGES:
+        try:
+            tags[f"version.{package}"] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return tags
+
+
+def start_parent_run(client: MlflowClient, experiment_id: str, study_id: str, config_yaml: str,
+                     tags: dict[str, str], description: str) -> str:
+    run = client.create_run(experiment_id, run_name=study_id,
+                            tags={"study_id": study_id, "stage": "study", "mlflow.note.content": description, **tags})
+    client.log_text(run.info.run_id, config_yaml, "config/study.yaml")
+    return run.info.run_id
+
+
+def find_parent_run(client: MlflowClient, experiment_id: str, study_id: str):
+    runs = client.search_runs([experiment_id], f"tags.study_id = '{study_id}' and tags.stage = 'study'", max_results=1)
+    return runs[0] if runs else None
+
+
+def trial_params(config: dict) -> dict[str, str]:
+    from trainables.registry import parse_variant
+
+    spec = parse_variant(config["variant"])
+    values = {**config, "depth": "none" if spec.depth is None else spec.depth, "sharing": spec.sharing,
+              "iterations": spec.iterations}
+    return {k: str(values[k]) for k in PARAM_KEYS if k in values}
+
+
+class TrialTracker(tune.Callback):
+    """Tune callback: child run per trial with the tag contract, metrics, figures and final models."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, study_id: str,
+                 pruned: set[str] | None = None):
+        self.tracking_uri, self.experiment_id = tracking_uri, experiment_id
+        self.parent_run_id, self.study_id = parent_run_id, study_id
+        self.pruned = pruned if pruned is not None else set()
+        self.runs: dict[str, str] = {}
+        self._client = None
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(self.tracking_uri)
+        return self._client
+
+    def __getstate__(self):
+        return {**self.__dict__, "_client": None}
+
+    def _existing_run(self, trial_id: str) -> str | None:
+        runs = self.client.search_runs([self.experiment_id], f"tags.trial_id = '{trial_id}' and "
+                                       f"tags.study_id = '{self.study_id}'", max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        if trial.trial_id in self.runs:
+            return
+        existing = self._existing_run(trial.trial_id)  # a resumed trial keeps its run
+        if existing:
+            self.runs[trial.trial_id] = existing
+            self.client.update_run(existing, status="RUNNING")
+            return
+        config = {**trial.config, **trial.config.get("spec", {})}
+        tags = {"mlflow.parentRunId": self.parent_run_id, "study_id": self.study_id, "cell": config["cell"],
+                "stage": config["stage"], "seed": str(config.get("seed", 0)), "trial_id": trial.trial_id,
+                "outcome": "running"}
+        run = self.client.create_run(self.experiment_id, run_name=f"{config['cell']} {config['stage']} "
+                                     f"#{config.get('trial_number', config.get('seed'))}", tags=tags)
+        self.runs[trial.trial_id] = run.info.run_id
+        params = [Param(k, v) for k, v in trial_params(config).items()]
+        self.client.log_batch(run.info.run_id, params=params)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        run_id = self.runs.get(trial.trial_id)
+        if run_id is None:
+            return
+        now = int(time.time() * 1000)
+        if result.get("outcome"):
+            values = {k: v for k, v in result.items() if is_end_metric(k) and isinstance(v, (int, float))
+                      and not isinstance(v, bool)}
+            step = int(result.get("epochs_completed", result.get("epoch", 0)))
+        else:
+            values = {k: result[k] for k in EPOCH_METRICS if k in result}
+            step = int(result.get("epoch", 0))
+        metrics = [Metric(k, float(v), now, step) for k, v in values.items()]
+        if metrics:
+            self.client.log_batch(run_id, metrics=metrics)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        run_id = self.runs.get(trial.trial_id)
+        if run_id is None:
+            return
+        last = trial.last_result or {}
+        outcome = last.get("outcome") or ("pruned" if trial.trial_id in self.pruned else "stopped")
+        if outcome == "completed":
+            self._log_checkpoint_artifacts(run_id, trial)
+        self.client.set_tag(run_id, "outcome", outcome)
+        if outcome == "diverged":
+            self.client.set_tag(run_id, "failure_reason", last.get("message", "diverged"))
+        status = {"completed": "FINISHED", "pruned": "FINISHED", "diverged": "FAILED", "stopped": "KILLED"}[outcome]
+        self.client.set_terminated(run_id, status)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        run_id = self.runs.get(trial.trial_id)
+        if run_id is None:
+            return
+        reason = (getattr(trial, "error_message", None) or "trial raised an error").strip().splitlines()[-1:]
+        self.client.set_tag(run_id, "outcome", "failed")
+        self.client.set_tag(run_id, "failure_reason", reason[0] if reason else "error")
+        self.client.set_terminated(run_id, "FAILED")
+
+    def on_experiment_end(self, trials, **info):
+        for trial in trials:  # anything still open was interrupted by the user or the time budget
+            run_id = self.runs.get(trial.trial_id)
+            if run_id and self.client.get_run(run_id).info.status == "RUNNING":
+                self.client.set_tag(run_id, "outcome", "killed")
+                self.client.set_terminated(run_id, "KILLED")
+
+    def _log_checkpoint_artifacts(self, run_id: str, trial) -> None:
+        checkpoint = trial.checkpoint
+        if checkpoint is None:
+            return
+        try:
+            with checkpoint.as_directory() as directory:
+                directory = Path(directory)
+                for name in ("angle_plot.png", "aligned_examples.png", "figures.npz"):
+                    if (directory / name).exists():
+                        self.client.log_artifact(run_id, str(directory / name), "figures")
+                if (directory / "model.pt").exists():
+                    log_final_model(self.tracking_uri, run_id, directory)
+        except Exception as err:  # artifacts are best effort: never fail a finished trial over them
+            log.warning("could not log artifacts of %s: %s", trial.trial_id, err)
+
+
+END_METRICS = ("test_error", "test_error_sd", "pose_sd", "angle_slope", "angle_intercept", "feature_misalignment")
+
+
+def is_end_metric(key: str) -> bool:
+    return key in END_METRICS or key.startswith("eq1_residual_")
+
+
+def log_final_model(tracking_uri: str, run_id: str, directory: Path) -> None:
+    """Log a final-stage model as an MLflow PyTorch model (rebuilt from its state dict)."""
+    import mlflow.pytorch
+    import torch
+
+    from trainables.models import STNClassifier
+
+    spec = json.loads((directory / "model_spec.json").read_text())
+    model = STNClassifier(spec["dataset"], spec["variant"], spec["st_transform"])
+    model.load_state_dict(torch.load(directory / "model.pt", map_location="cpu"))
+    mlflow.set_tracking_uri(tracking_uri)
+    requirements = [f"torch=={metadata.version('torch')}", f"torchvision=={metadata.version('torchvision')}"]
+    side = model.arch.input_side
+    example = np.zeros((1, 1, side, side), dtype=np.float32)
+    with mlflow.start_run(run_id=run_id, nested=True):
+        mlflow.pytorch.log_model(model, name="model", pip_requirements=requirements, input_example=example,
+                                 serialization_format="pickle")

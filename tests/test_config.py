@@ -1,0 +1,84 @@
+"""Study configs: presets validate, overrides apply, every invalid field fails in one line."""
+
+import subprocess
+import sys
+
+import pytest
+
+from study.config import PRESETS, ConfigError, load
+from study.launch import config_from_args, parser
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_validate(preset):
+    cfg = load(preset)
+    assert cfg.name == preset and cfg.cells()
+    assert load(preset).hash() == cfg.hash()
+
+
+def test_smoke_is_the_default_and_says_it_is_not_results():
+    cfg = load()
+    assert cfg.name == "smoke"
+    assert {c.variant for c in cfg.cells()} == {"CNN", "STN-C0", "STN-C1", "STN-SL1", "STN-DL1"}
+    assert "NOT results" in cfg.description and "cpu-demo" in cfg.description and "paper" in cfg.description
+
+
+def test_paper_preset_covers_three_distortions_and_deeper_rows():
+    cells = {c.key for c in load("paper").cells()}
+    assert {"rotated-mnist/STN-SL1", "translated-mnist/STN-C1", "scaled-mnist/STN-SL2"} <= cells
+
+
+def test_cli_flags_and_set_override_fields():
+    args = parser().parse_args(["--preset", "cpu-demo", "--epochs", "7", "--variants", "CNN", "STN-SL1",
+                                "--set", "search.lr.high=0.01", "--gpus-per-trial", "0.5", "--final-seeds"])
+    cfg = config_from_args(args)
+    assert (cfg.epochs, cfg.variants, cfg.search.lr.high, cfg.resources.gpus, cfg.final_seeds) == \
+        (7, ["CNN", "STN-SL1"], 0.01, 0.5, [])
+
+
+def test_overrides_give_a_cell_its_own_space():
+    cfg = load("smoke", overrides={"overrides": {"STN-C1": {"lr": {"low": 1e-5, "high": 1e-4, "log": True}}}})
+    assert cfg.space_for("rotated-mnist", "STN-C1").lr.high == 1e-4
+    assert cfg.space_for("rotated-mnist", "STN-SL1").lr.high == cfg.search.lr.high
+
+
+@pytest.mark.parametrize("override,needle", [
+    ({"trials_per_cell": 0}, "trials_per_cell: Input should be greater than or equal to 1"),
+    ({"variants": ["STN-C2"]}, "variants: variant 'STN-C2' is not possible on rotated-mnist"),
+    ({"variants": []}, "variants: List should have at least 1 item"),
+    ({"datasets": ["svhn"]}, "datasets: unknown dataset 'svhn': allowed rotated-mnist"),
+    ({"bogus": 1}, "bogus: unknown key"),
+    ({"search": {"lr": {"low": 0, "high": 1, "log": True}}}, "search.lr: a log range needs low > 0"),
+    ({"search": {"lr": {"low": 0.1, "high": 0.01}}}, "search.lr: low (0.1) must be <= high (0.01)"),
+    ({"search": {"lr": {"low": float("nan"), "high": 1}}}, "search.lr: range bounds must be finite"),
+    ({"search": {"optimizer": ["rmsprop"]}}, "search.optimizer.0: allowed: 'sgd' or 'adam'"),
+    ({"epochs": "ten"}, "epochs: Input should be a valid integer"),
+    ({"resources": {"gpus": -1}}, "resources.gpus: Input should be greater than or equal to 0"),
+    ({"st_transforms": ["projective"]}, "st_transforms: unknown st_transform 'projective'"),
+    ({"overrides": {"STN-X9": {}}}, "overrides: 'STN-X9' names no cell"),
+    ({"extra_cells": ["rotated-mnist/STN-SL2"]}, "extra_cells: variant 'STN-SL2' is not possible"),
+])
+def test_invalid_fields_fail_in_one_line(override, needle):
+    with pytest.raises(ConfigError) as info:
+        load("smoke", overrides=override)
+    assert len(info.value.lines) == 1
+    assert needle in info.value.lines[0] and "\n" not in info.value.lines[0]
+
+
+def test_malformed_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        load(path=bad)
+    with pytest.raises(ConfigError, match="file not found"):
+        load(path=tmp_path / "missing.yaml")
+
+
+def test_cli_rejects_invalid_config_before_starting_anything(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "study.launch", "--epochs", "0", "--trials-per-cell", "-1"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines == ["config error: trials_per_cell: Input should be greater than or equal to 1 (got -1)",
+                     "config error: epochs: Input should be greater than or equal to 1 (got 0)"]
+    assert not (tmp_path / "mlflow_artifacts").exists()  # nothing written, nothing started

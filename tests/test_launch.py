@@ -1,0 +1,104 @@
+"""A tiny end-to-end study on real Ray Tune, Optuna and MLflow (sqlite store) through ``run(config)``."""
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from study.config import load
+from study.launch import run
+from study.summary import study_runs
+
+EPOCHS, TRIALS, SEEDS = 3, 4, [0, 1]
+
+
+@pytest.fixture(scope="module")
+def study(ray_local, tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    cfg = load("smoke", overrides={
+        "name": "e2e", "variants": ["CNN", "STN-C0"], "trials_per_cell": TRIALS, "epochs": EPOCHS,
+        "train_size": 256, "test_passes": 1, "grace_period": 1, "reduction_factor": 2, "final_seeds": SEEDS,
+        "max_concurrent_trials": 2, "tracking_uri": uri, "storage_path": str(root / "tune"),
+        # every STN-C0 configuration is poor: per-cell pruning must still train its best to the end
+        "overrides": {"STN-C0": {"optimizer": ["sgd"], "lr": {"low": 1e-7, "high": 2e-7, "log": True},
+                                 "momentum": {"low": 0.0, "high": 0.0}}},
+    })
+    study_id = run(cfg, quiet=True)
+    return study_id, uri, study_runs(uri, study_id)
+
+
+def test_every_cell_has_its_trials_one_run_each(study):
+    _, _, runs = study
+    search = runs[runs["stage"] == "search"]
+    assert search.groupby("cell").size().to_dict() == {"rotated-mnist/CNN": TRIALS, "rotated-mnist/STN-C0": TRIALS}
+    assert runs["trial_id"].is_unique  # exactly one child run per Tune trial
+    assert set(runs["mlflow.parentRunId"]) and runs["mlflow.parentRunId"].nunique() == 1
+
+
+def test_no_run_left_running_and_statuses_are_truthful(study):
+    _, _, runs = study
+    assert not (runs["status"] == "RUNNING").any()
+    assert set(runs["outcome"]) <= {"completed", "pruned"}
+    assert (runs.loc[runs["outcome"] == "pruned", "status"] == "FINISHED").all()
+    assert (runs["outcome"] == "pruned").sum() >= 1
+
+
+def test_per_epoch_curves_and_end_metrics(study):
+    _, uri, runs = study
+    client = MlflowClient(uri)
+    for _, row in runs[runs["outcome"] == "completed"].iterrows():
+        history = client.get_metric_history(row["run_id"], "val_error")
+        assert [m.step for m in history] == list(range(1, EPOCHS + 1))
+        assert 0 <= row["test_error"] <= 1 and row["eq1_residual_translation_d1"] < 1e-5
+    pruned = runs[runs["outcome"] == "pruned"]
+    assert pruned["test_error"].isna().all()  # a pruned trial never reaches the test set
+
+
+def test_poor_cell_still_trains_its_best_to_the_end(study):
+    _, _, runs = study
+    poor = runs[(runs["cell"] == "rotated-mnist/STN-C0") & (runs["stage"] == "search")]
+    good = runs[(runs["cell"] == "rotated-mnist/CNN") & (runs["stage"] == "search")]
+    assert (poor["outcome"] == "completed").sum() >= 1
+    assert poor["val_error"].min() > good["val_error"].min()  # the cell really is worse
+
+
+def test_final_stage_retrains_each_cells_val_best_config_with_every_seed(study):
+    _, _, runs = study
+    hparams = ["param.optimizer", "param.lr", "param.loc_lr_mult", "param.momentum", "param.batch_size"]
+    for cell, group in runs.groupby("cell"):
+        search = group[(group["stage"] == "search") & (group["outcome"] == "completed")]
+        ranked = search.assign(number=search["param.trial_number"].astype(int))
+        best = ranked.sort_values(["val_error", "number"]).iloc[0]  # ties go to the earlier trial
+        final = group[group["stage"] == "final"]
+        assert sorted(final["seed"].astype(int)) == SEEDS
+        for _, row in final.iterrows():
+            assert [row[h] for h in hparams] == [best[h] for h in hparams]
+            assert row["outcome"] == "completed" and row["param.epochs"] == str(EPOCHS)
+
+
+def test_artifacts_figures_and_final_models(study):
+    study_id, uri, runs = study
+    client = MlflowClient(uri)
+    stn_final = runs[(runs["stage"] == "final") & (runs["cell"] == "rotated-mnist/STN-C0")].iloc[0]
+    names = {a.path for a in client.list_artifacts(stn_final["run_id"], "figures")}
+    assert {"figures/angle_plot.png", "figures/aligned_examples.png", "figures/figures.npz"} <= names
+    mlflow.set_tracking_uri(uri)
+    models = mlflow.search_logged_models(filter_string=f"source_run_id = '{stn_final['run_id']}'", output_format="list")
+    assert len(models) == 1
+    search_run = runs[runs["stage"] == "search"].iloc[0]
+    assert mlflow.search_logged_models(filter_string=f"source_run_id = '{search_run['run_id']}'",
+                                       output_format="list") == []
+
+
+def test_parent_run_holds_config_and_provenance(study):
+    study_id, uri, _ = study
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("e2e")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    parent = client.search_runs([experiment.experiment_id], f"tags.study_id = '{study_id}' and tags.stage = 'study'")[0]
+    assert parent.info.status == "FINISHED"
+    for tag in ("git_commit", "config_hash", "data_source", "data_digest", "device", "version.torch", "version.ray"):
+        assert parent.data.tags[tag]
+    assert [a.path for a in client.list_artifacts(parent.info.run_id, "config")] == ["config/study.yaml"]
+    assert parent.data.metrics["search_trials_pruned"] >= 1

@@ -1,0 +1,78 @@
+"""The Ray Tune function trainable: wraps the loop, reports every epoch with a checkpoint.
+
+The only module of ``trainables`` that imports Ray. A checkpoint holds the loop's full state, so a
+trial restarted after a crash resumes at its last epoch. The final report carries the end-of-trial
+metrics and ``outcome``; its checkpoint carries the figures (and the model for final-stage runs),
+which the driver logs to MLflow — the worker never needs to reach the tracking server.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+from ray import tune
+
+from trainables.data import load_mnist
+from trainables.figures import write_trial_figures
+from trainables.loop import TrainConfig, train
+
+STATE_FILE, MODEL_FILE, SPEC_FILE = "state.pt", "model.pt", "model_spec.json"
+HPARAMS = ("optimizer", "lr", "loc_lr_mult", "momentum", "weight_decay", "batch_size")
+
+
+@functools.lru_cache(maxsize=4)
+def _splits(data_root: str | None, download: bool):
+    """Loaded once per worker process: actor reuse keeps it across trials."""
+    return load_mnist(data_root, download)
+
+
+def train_config(config: dict) -> TrainConfig:
+    return TrainConfig(
+        dataset=config["dataset"], variant=config["variant"], st_transform=config.get("st_transform", "affine"),
+        epochs=int(config["epochs"]), train_size=config.get("train_size"), seed=int(config.get("seed", 0)),
+        device=config.get("device", "auto"), data_root=config.get("data_root"), download=bool(config.get("download")),
+        test_passes=int(config.get("test_passes", 10)), **{k: config[k] for k in HPARAMS if k in config},
+    )
+
+
+def _load_resume() -> dict | None:
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as directory:
+        path = Path(directory) / STATE_FILE
+        return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
+
+
+def train_cell(config: dict) -> None:
+    """One trial of a cell: ``config`` holds the cell, the stage, the seed and the hyper-parameters."""
+    config = {**config, **config.get("spec", {})}
+    torch.set_num_threads(int(config.get("threads") or 1))
+    cfg = train_config(config)
+    resume = _load_resume()
+    if resume is not None and resume.get("final"):
+        tune.report({"outcome": "completed", **resume["final"]})  # finished before an interruption
+        return
+
+    def on_epoch(record: dict, state) -> None:
+        with tempfile.TemporaryDirectory() as directory:
+            torch.save(state(), Path(directory) / STATE_FILE)
+            tune.report(record, checkpoint=tune.Checkpoint.from_directory(directory))
+
+    result = train(cfg, on_epoch=on_epoch, splits=_splits(cfg.data_root, cfg.download), resume=resume)
+    if result.status == "diverged":
+        tune.report({"outcome": "diverged", "message": result.message, **result.metrics})
+        return
+    final = {**result.metrics, "outcome": "completed"}
+    with tempfile.TemporaryDirectory() as directory:
+        write_trial_figures(directory, result.figures, result.metrics, f"{config['cell']} ({config['stage']})")
+        torch.save({"final": result.metrics, "epoch": cfg.epochs}, Path(directory) / STATE_FILE)
+        if config.get("stage") == "final":
+            torch.save(result.model.state_dict(), Path(directory) / MODEL_FILE)
+            spec = {"dataset": cfg.dataset, "variant": cfg.variant, "st_transform": cfg.st_transform}
+            (Path(directory) / SPEC_FILE).write_text(json.dumps(spec))
+        tune.report(final, checkpoint=tune.Checkpoint.from_directory(directory))
