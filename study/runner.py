@@ -143,9 +143,9 @@ class StudyRunner:
         finally:
             self.client.set_terminated(self.parent_run_id, status)
         if not self.quiet:
-            from study.summary import print_summary
+            from study.report import build_report
 
-            print_summary(self.tracking_uri, self.study_id)
+            build_report(self.tracking_uri, self.study_id)
         return self.study_id
 
     def _summarise(self, searcher: PerCellSearcher) -> None:

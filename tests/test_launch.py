@@ -7,7 +7,7 @@ from mlflow.tracking import MlflowClient
 
 from study.config import load
 from study.launch import run
-from study.summary import study_runs
+from study.report_data import load_study
 
 EPOCHS, TRIALS, SEEDS = 3, 4, [0, 1]
 
@@ -25,7 +25,7 @@ def study(ray_local, tmp_path_factory):
                                  "momentum": {"low": 0.0, "high": 0.0}}},
     })
     study_id = run(cfg, quiet=True)
-    return study_id, uri, study_runs(uri, study_id)
+    return study_id, uri, load_study(MlflowClient(uri), study_id).runs
 
 
 def test_every_cell_has_its_trials_one_run_each(study):

@@ -1,0 +1,145 @@
+"""What the report reads: a study's runs from MLflow only, so it works against any tracking server."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from trainables.registry import CORE_VARIANTS, POSE_KIND
+
+DATASET_ORDER = ("rotated-mnist", "translated-mnist", "scaled-mnist")
+COLUMN = {"rotated-mnist": "rotation", "translated-mnist": "translation", "scaled-mnist": "scale"}
+
+
+class ReportError(ValueError):
+    """The study cannot be reported; the message is one line."""
+
+
+@dataclass
+class Study:
+    study_id: str
+    experiment_id: str
+    name: str
+    parent_run_id: str
+    runs: pd.DataFrame  # one row per child run: tags, params (param.*), final metric values
+
+
+def list_studies(client: MlflowClient) -> pd.DataFrame:
+    experiments = {e.experiment_id: e.name for e in client.search_experiments()}
+    if not experiments:
+        return pd.DataFrame(columns=["study_id", "name", "run_id", "start", "status"])
+    parents = client.search_runs(list(experiments), "tags.stage = 'study'", order_by=["attributes.start_time DESC"],
+                                 max_results=5000)
+    return pd.DataFrame([{"study_id": r.data.tags.get("study_id"), "name": experiments[r.info.experiment_id],
+                          "run_id": r.info.run_id, "experiment_id": r.info.experiment_id,
+                          "start": r.info.start_time, "status": r.info.status} for r in parents])
+
+
+def find_study(client: MlflowClient, wanted: str | None) -> pd.Series:
+    """Latest study by default; else a study id, or a study name (its latest launch)."""
+    studies = list_studies(client)
+    if studies.empty:
+        raise ReportError("no studies in this tracking store: run `python -m study.launch` first")
+    if wanted is None:
+        return studies.iloc[0]
+    match = studies[(studies["study_id"] == wanted) | (studies["name"] == wanted)]
+    if match.empty:
+        known = ", ".join(studies["study_id"].head(20))
+        raise ReportError(f"unknown study {wanted!r}: studies here: {known}")
+    return match.iloc[0]
+
+
+def load_runs(client: MlflowClient, experiment_id: str, study_id: str) -> pd.DataFrame:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], f"tags.study_id = '{study_id}'", max_results=1000, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            break
+    rows = [{"run_id": r.info.run_id, "status": r.info.status, **r.data.tags,
+             **{f"param.{k}": v for k, v in r.data.params.items()}, **r.data.metrics}
+            for r in runs if r.data.tags.get("stage") != "study"]
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame["row"] = [row_label(v, t) for v, t in zip(frame["param.variant"], frame.get("param.st_transform", "affine"))]
+    return frame
+
+
+def load_study(client: MlflowClient, wanted: str | None) -> Study:
+    found = find_study(client, wanted)
+    runs = load_runs(client, found["experiment_id"], found["study_id"])
+    return Study(found["study_id"], found["experiment_id"], found["name"], found["run_id"], runs)
+
+
+def row_label(variant: str, st_transform: str | float | None) -> str:
+    if variant == "CNN" or st_transform in (None, "affine") or not isinstance(st_transform, str):
+        return variant
+    return f"{variant} [{st_transform}]"
+
+
+def row_order(labels) -> list[str]:
+    core = [v for v in CORE_VARIANTS if v in set(labels)]
+    return core + sorted(set(labels) - set(core))
+
+
+def datasets_in(runs: pd.DataFrame) -> list[str]:
+    present = set(runs["param.dataset"]) if not runs.empty else set()
+    return [d for d in DATASET_ORDER if d in present]
+
+
+def reported_runs(runs: pd.DataFrame, dataset: str, row: str) -> tuple[pd.DataFrame, str]:
+    """The runs that stand for a cell: its completed final runs, else its val-best search trial.
+
+    Returns (runs, basis) with basis ``final``, ``val-best search trial`` or a reason for none.
+    """
+    cell = runs[(runs["param.dataset"] == dataset) & (runs["row"] == row)]
+    if cell.empty:
+        return cell, "not in this study"
+    final = cell[(cell["stage"] == "final") & (cell["outcome"] == "completed")]
+    if not final.empty:
+        return final, "final"
+    search = cell[(cell["stage"] == "search") & (cell["outcome"] == "completed")]
+    if search.empty:
+        failed = cell["outcome"].isin(["diverged", "failed"]).sum()
+        return search, f"no completed trial ({failed} diverged/failed)"
+    ranked = search.assign(_n=pd.to_numeric(search.get("param.trial_number", 0), errors="coerce"))
+    return ranked.sort_values(["val_error", "_n"]).head(1), "val-best search trial"
+
+
+def failure_counts(runs: pd.DataFrame) -> dict[str, dict[str, int]]:
+    bad = runs[runs["outcome"].isin(["diverged", "failed"])] if not runs.empty else runs
+    return {cell: group["outcome"].value_counts().to_dict() for cell, group in bad.groupby("cell")}
+
+
+def figure_data(client: MlflowClient, run_id: str) -> dict[str, np.ndarray] | None:
+    """The raw figure arrays a trial logged (figures/figures.npz), or None."""
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = client.download_artifacts(run_id, "figures/figures.npz", tmp)
+            with np.load(path) as data:
+                return {k: data[k] for k in data.files}
+    except Exception:  # no figures logged for that run (e.g. pruned, or logged by an older version)
+        return None
+
+
+def learning_curves(client: MlflowClient, runs: pd.DataFrame, metric: str = "val_error") -> pd.DataFrame:
+    rows = []
+    for _, run in runs.iterrows():
+        for m in client.get_metric_history(run["run_id"], metric):
+            rows.append({"run_id": run["run_id"], "cell": run["cell"], "stage": run["stage"],
+                         "seed": run.get("seed"), "epoch": m.step, metric: m.value})
+    return pd.DataFrame(rows)
+
+
+def pose_unit(dataset: str) -> str:
+    return {"rotation": "°", "translation": "px", "scale": "log2"}[POSE_KIND[dataset]]
+
+
+def out_dir_for(study_id: str, out: str | None) -> Path:
+    return Path(out) if out else Path.cwd() / "reports" / study_id

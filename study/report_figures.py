@@ -1,0 +1,81 @@
+"""The report's figures from logged figure data: Fig. 3 angle plots, Fig. 2 aligned examples, curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from trainables.figures import draw_angle_plot  # noqa: E402
+from trainables.metrics import deming  # noqa: E402
+
+DPI = 100
+
+
+def fig3_angle_plots(path: Path, panels: dict[str, dict]) -> Path | None:
+    """One panel per variant on shared axes: predicted angle vs applied rotation, Deming line."""
+    panels = {k: v for k, v in panels.items() if v and "angle_applied" in v}
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.8), dpi=DPI, squeeze=False,
+                             sharex=True, sharey=True)
+    for ax, (variant, data) in zip(axes[0], panels.items()):
+        slope, intercept = deming(data["angle_applied"], data["angle_predicted"])
+        draw_angle_plot(ax, data["angle_applied"], data["angle_predicted"], slope, intercept, variant)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def fig2_aligned_examples(path: Path, dataset: str, panels: dict[str, dict], digits: int = 2) -> Path | None:
+    """Rows: the transformed inputs, then each variant's ST output (for CX its mean feature map)."""
+    with_inputs = [v for v in panels.values() if v and "example_inputs" in v]
+    if not with_inputs:
+        return None
+    inputs = with_inputs[0]["example_inputs"][:digits]  # (digits, transforms, S, S): same draws for every run
+    outputs = {k: v["example_st_outputs"][:digits] for k, v in panels.items() if v and "example_st_outputs" in v}
+    columns = inputs.shape[0] * inputs.shape[1]
+    rows = 1 + len(outputs)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 0.8, rows * 0.9 + 0.4), dpi=DPI, squeeze=False)
+    for r, (label, data) in enumerate([("input", inputs), *outputs.items()]):
+        tiles = data.reshape(-1, *data.shape[2:])
+        for c in range(columns):
+            axes[r, c].imshow(tiles[c], cmap="gray")
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+        axes[r, 0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+    fig.suptitle(f"{dataset}: the same digits under several transforms and each variant's ST output", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def learning_curves_figure(path: Path, curves: pd.DataFrame) -> Path | None:
+    """Validation error per epoch, one panel per cell; final-stage runs bold, search trials faint."""
+    if curves.empty:
+        return None
+    cells = list(dict.fromkeys(curves["cell"]))
+    cols = min(3, len(cells))
+    rows = int(np.ceil(len(cells) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), dpi=DPI, squeeze=False, sharey=True)
+    for ax, cell in zip(axes.flat, cells):
+        for run_id, run in curves[curves["cell"] == cell].groupby("run_id"):
+            final = (run["stage"] == "final").all()
+            ax.plot(run["epoch"], 100 * run["val_error"], lw=1.6 if final else 0.7, alpha=1.0 if final else 0.35,
+                    color="tab:blue" if final else "tab:gray")
+        ax.set_title(cell, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("val error (%)")
+    for ax in list(axes.flat)[len(cells):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,150 @@
+"""The report against a small MLflow store of known runs, written through the real MLflow client."""
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+from scipy import stats
+
+from study.report import build_report, main
+from study.report_data import ReportError, load_study
+
+STUDY = "known-20260101-000000-abcd"
+
+
+def add_run(client, exp, parent, cell, stage, seed, outcome="completed", trial=0, status="FINISHED", npz=None, **metrics):
+    dataset, variant = cell.split("/")
+    run = client.create_run(exp, tags={"mlflow.parentRunId": parent, "study_id": STUDY, "cell": cell, "stage": stage,
+                                       "seed": str(seed), "outcome": outcome, "trial_id": f"{cell}-{stage}-{seed}-{trial}"})
+    rid = run.info.run_id
+    client.log_batch(rid, params=[], metrics=[Metric(k, v, 0, 3) for k, v in metrics.items()])
+    for key, value in (("dataset", dataset), ("variant", variant), ("st_transform", "affine"), ("trial_number", trial)):
+        client.log_param(rid, key, value)
+    for epoch, value in enumerate([0.5, 0.3, metrics.get("val_error", 0.1)], start=1):
+        client.log_metric(rid, "val_error", value, step=epoch)
+    if npz is not None:
+        path = npz.parent / f"{rid}.npz"
+        np.savez(path, **npz_data(npz.name))
+        client.log_artifact(rid, str(path), "figures")
+        client.log_artifact(rid, str(path.rename(path.with_name("figures.npz"))), "figures")
+    client.set_terminated(rid, status)
+    return rid
+
+
+def npz_data(kind):
+    rng = np.random.default_rng(0)
+    applied = rng.uniform(-90, 90, 400)
+    predicted = -applied if kind == "canonical" else 0.01 * applied
+    return {"angle_applied": applied, "angle_predicted": predicted, "example_inputs": rng.random((8, 4, 28, 28)),
+            "example_st_outputs": rng.random((8, 4, 28, 28))}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("known", artifact_location=(root / "artifacts").as_uri())
+    parent = client.create_run(exp, tags={"study_id": STUDY, "stage": "study"}).info.run_id
+    d = root / "npz"
+    d.mkdir()
+    for seed, err in enumerate([0.05, 0.06, 0.07]):
+        add_run(client, exp, parent, "rotated-mnist/CNN", "final", seed, test_error=err, val_error=err,
+                eq1_residual_rotation_d1=1.0 + seed, eq1_residual_translation_d1=0.0)
+    for seed, (err, sd) in enumerate([(0.040, 50.0), (0.050, 52.0)]):
+        add_run(client, exp, parent, "rotated-mnist/STN-C1", "final", seed, test_error=err, val_error=err, pose_sd=sd,
+                angle_slope=-0.01, feature_misalignment=0.7, npz=d / "flat")
+    for seed, err in enumerate([0.030, 0.034, 0.032]):
+        add_run(client, exp, parent, "rotated-mnist/STN-SL1", "final", seed, test_error=err, val_error=err,
+                pose_sd=30.0 + seed, angle_slope=-0.9, feature_misalignment=0.2, npz=d / "canonical")
+    # translated: no final stage; the val-best trial (val 0.1) is reported even though its test error is worse
+    add_run(client, exp, parent, "translated-mnist/CNN", "search", 0, trial=0, val_error=0.2, test_error=0.10)
+    add_run(client, exp, parent, "translated-mnist/CNN", "search", 0, trial=1, val_error=0.1, test_error=0.30)
+    add_run(client, exp, parent, "translated-mnist/CNN", "search", 0, trial=2, outcome="pruned", val_error=0.05)
+    add_run(client, exp, parent, "translated-mnist/STN-C1", "search", 0, outcome="diverged", status="FAILED")
+    return uri, client, parent
+
+
+@pytest.fixture(scope="module")
+def built(store, tmp_path_factory):
+    """The default report of the latest study, built once for the assertions below."""
+    uri, _, _ = store
+    return build_report(uri, None, str(tmp_path_factory.mktemp("report")), quiet=True, log_to_parent=False)
+
+
+def report(store, tmp_path, **kw):
+    uri, _, _ = store
+    return build_report(uri, None, str(tmp_path), quiet=True, log_to_parent=False, **kw)
+
+
+def test_accuracy_table_cells(built):
+    out = built
+    md = (out / "accuracy.md").read_text()
+    assert "| **3.20 ± 0.20 (n=3)** |" in md  # STN-SL1 best in its column
+    assert "6.00 ± 1.00 (n=3)" in md and "4.50 ± 0.71 (n=2)" in md
+    assert "30.00 (n=1) †" in md  # val-best, not the test-best 10.00
+    assert "10.00" not in md
+    assert "— (no completed trial (1 diverged/failed))" in md
+    assert "translated-mnist/STN-C1: 1 diverged" in md
+    csv = (out / "accuracy.csv").read_text().splitlines()
+    assert csv[0] == "variant,rotation,translation" and csv[1].startswith("CNN,6.00 ± 1.00 (n=3),30.00 (n=1) †")
+
+
+def test_welch_comparison_matches_scipy(built, store, tmp_path):
+    md = (built / "accuracy.md").read_text()
+    t, p = stats.ttest_ind([3.0, 3.4, 3.2], [4.0, 5.0], equal_var=False)
+    assert f"Welch t = {t:.2f}, p = {p:.3g}" in md and "(n = 3, 2)" in md
+    md = (report(store, tmp_path, pair=("STN-SL1", "CNN")) / "accuracy.md").read_text()
+    assert "translation: STN-SL1" not in md  # no STN-SL1 cell on translated: no line rather than a fake one
+
+
+def test_not_enough_seeds():
+    from study.report_tables import welch
+
+    assert welch([0.1], [0.2, 0.3])["p"] is None
+
+
+def test_alignment_table_and_dashes(built):
+    md = (built / "alignment.md").read_text()
+    assert "| CNN " in md and "— (no ST)" in md
+    assert "**31.00 ± 1.00 (n=3)**" in md and "51.00 ± 1.41 (n=2)" in md
+    assert "**-0.90 ± 0.00 (n=3)**" in md  # closest to −1 is best for the slope
+
+
+def test_eq1_table_has_reference_rows(built):
+    md = (built / "eq1.md").read_text()
+    assert "rotated-mnist / CNN" in md and "2.000 ± 1.000 (n=3)" in md
+    assert "rotated-mnist / random weights (reference)" in md
+
+
+def test_figures_are_real_pngs(built):
+    out = built
+    fig3 = imread(out / "fig3_angle_plots.png")
+    assert fig3.shape[:2] == (380, 720)  # two STN panels of 3.6 × 3.8 in at 100 dpi
+    assert imread(out / "fig2_aligned_rotated.png").shape[0] > 100
+    assert imread(out / "learning_curves.png").shape[1] >= 400
+
+
+def test_html_page_is_self_contained(built):
+    page = (built / "report.html").read_text()
+    for title in ("Accuracy: test error", "Alignment:", "Eq. 1:"):
+        assert title in page
+    assert page.count("data:image/png;base64,") == 3 and "src='http" not in page
+    assert (built / "accuracy.tex").read_text().count(r"\toprule") == 1
+
+
+def test_report_is_logged_to_the_parent_run(store, tmp_path):
+    uri, client, parent = store
+    build_report(uri, STUDY, str(tmp_path), quiet=True)
+    names = {a.path for a in client.list_artifacts(parent, "report")}
+    assert {"report/accuracy.md", "report/report.html", "report/fig3_angle_plots.png"} <= names
+
+
+def test_unknown_study_lists_the_ones_that_exist(store, capsys):
+    uri, client, _ = store
+    with pytest.raises(ReportError, match=f"unknown study 'nope': studies here: {STUDY}"):
+        load_study(client, "nope")
+    assert main(["--tracking-uri", uri, "--study", "nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and STUDY in err[0]
