@@ -117,6 +117,7 @@ class StudyConfig(Strict):
     epochs: int = Field(10, ge=1)
     final_epochs: int | None = Field(None, ge=1)  # default: epochs
     train_size: int | None = Field(None, ge=1)
+    lr_milestones: list[float] = Field(default_factory=lambda: [1 / 3, 2 / 3])  # fractions of the run; LR ÷10 at each
     pruner: Literal["asha", "median", "none"] = "asha"
     grace_period: int = Field(1, ge=1)
     reduction_factor: int = Field(3, ge=2)
@@ -130,6 +131,13 @@ class StudyConfig(Strict):
     download: bool = False
     tracking_uri: str | None = None
     storage_path: str | None = None
+
+    @field_validator("lr_milestones")
+    @classmethod
+    def _milestones(cls, value: list[float]):
+        if any(not 0 < m < 1 for m in value):
+            raise ValueError(f"milestones are fractions of the run strictly between 0 and 1, got {value}")
+        return sorted(value)
 
     @field_validator("datasets")
     @classmethod

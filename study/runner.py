@@ -1,4 +1,11 @@
-"""The study's two Tune runs: the per-cell search, then the final stage of val-best configs × seeds."""
+"""The study's Tune runs: per-cell search, then the final stage of val-best configs × seeds.
+
+Every run is recorded in the study's directory (``study.state``) so that a study interrupted by
+Ctrl-C, a killed driver or its time budget can be resumed, and a finished one extended, without
+losing or repeating trials: an unfinished Tune run is continued with ``Tuner.restore``; more trials
+per cell start a new search run from the saved per-cell Optuna studies; more seeds run only the
+final runs that MLflow does not already hold.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +14,16 @@ import os
 import time
 from pathlib import Path
 
-import ray
+import yaml
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from study.config import ConfigError, StudyConfig
+from study import cluster
+from study.config import StudyConfig, validate
 from study.launch import artifacts_root, new_study_id, resolve_tracking_uri
 from study.progress import Progress
 from study.space import CellPruningScheduler, PerCellSearcher, cell_fields, trial_constants
+from study.state import StudyState, load_searcher_state, save_searcher, study_dir, write_deadline
 from study.tracking import (TrialTracker, artifact_root_for, check_tracking_uri, ensure_experiment,
                             provenance_tags, start_parent_run)
 from trainables.data import load_mnist
@@ -24,135 +33,227 @@ log = logging.getLogger(__name__)
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # Checkpointing every epoch (so a crashed trial loses at most one) makes Tune snapshot often; that is intended.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+HPARAM_KEYS = ("optimizer", "lr", "loc_lr_mult", "momentum", "weight_decay", "batch_size")
+
+
+class StudyInterrupted(KeyboardInterrupt):
+    """Ctrl-C: running trials were checkpointed and their runs marked KILLED; the study is resumable."""
 
 
 class StudyRunner:
-    def __init__(self, cfg: StudyConfig, quiet: bool = False, study_id: str | None = None):
-        self.cfg, self.quiet = cfg, quiet
-        self.study_id = study_id or new_study_id(cfg.name)
+    def __init__(self, cfg: StudyConfig, quiet: bool = False, max_hours: float | None = None,
+                 cluster_address: str | None = None, use_cluster: bool = False):
+        self.cfg, self.quiet, self.max_hours = cfg, quiet, max_hours
+        self.use_cluster, self.address = use_cluster, cluster_address
         self.tracking_uri = resolve_tracking_uri(cfg)
-        self.storage = Path(cfg.storage_path or artifacts_root() / "tune").expanduser().resolve()
-        self.client: MlflowClient | None = None
-        self.timings: dict[str, float] = {}
+        self.storage = Path(cfg.storage_path or artifacts_root() / "tune").expanduser().resolve() \
+            if not (cfg.storage_path or "").startswith("s3://") else cfg.storage_path
+        self.state: StudyState | None = None
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            print(text, flush=True)
 
     # ------------------------------------------------------------------ set-up, all before any trial
-    def prepare(self) -> None:
+    def connect(self) -> None:
         check_tracking_uri(self.tracking_uri)
-        splits = load_mnist(self.cfg.data_root, self.cfg.download)  # fails early on missing data
-        if not self.quiet:
-            print(splits.describe(), flush=True)
-            if self.cfg.description:
-                print(f"{self.cfg.name}: {self.cfg.description}", flush=True)
-        self.data = splits
-        self.storage.mkdir(parents=True, exist_ok=True)
-        if not ray.is_initialized():
-            ray.init(logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False,
-                     configure_logging=True)
-        gpus = ray.cluster_resources().get("GPU", 0.0)
-        if self.cfg.resources.gpus > gpus:
-            raise ConfigError([f"resources.gpus: {self.cfg.resources.gpus:g} GPU per trial, but the Ray cluster "
-                               f"has {gpus:g}: allowed 0 to {gpus:g}"])
-        cpus = ray.cluster_resources().get("CPU", 0.0)
-        if self.cfg.resources.cpus > cpus:
-            raise ConfigError([f"resources.cpus: {self.cfg.resources.cpus:g} CPUs per trial, but the Ray cluster "
-                               f"has {cpus:g}: allowed up to {cpus:g}"])
+        if self.use_cluster:
+            cluster.check_cluster_settings(self.tracking_uri, self.cfg.storage_path)
+            cluster.connect(self.address)
+            nodes = cluster.probe_storage(str(self.storage))
+            self.say(f"cluster: {nodes} nodes, storage {self.storage} reachable from all")
+        else:
+            Path(self.storage).mkdir(parents=True, exist_ok=True)
+            cluster.init_local()
+        import ray
+
+        for kind, wanted in (("GPU", self.cfg.resources.gpus), ("CPU", self.cfg.resources.cpus)):
+            have = ray.cluster_resources().get(kind, 0.0)
+            if wanted > have:
+                field = f"resources.{kind.lower()}s"
+                raise cluster.ConfigError([f"{field}: {wanted:g} {kind} per trial, but the Ray cluster has {have:g}: "
+                                           f"allowed 0 to {have:g}"])
         self.client = MlflowClient(self.tracking_uri)
-        self.experiment_id = ensure_experiment(self.client, self.cfg.name,
-                                               artifact_root_for(self.tracking_uri, artifacts_root()))
+
+    def start(self) -> StudyState:
+        splits = load_mnist(self.cfg.data_root, self.cfg.download)  # fails early on missing data
+        self.say(splits.describe())
+        if self.cfg.description:
+            self.say(f"{self.cfg.name}: {self.cfg.description}")
+        self.connect()
+        study_id = new_study_id(self.cfg.name)
+        experiment_id = ensure_experiment(self.client, self.cfg.name, artifact_root_for(self.tracking_uri, artifacts_root()))
         device = "cuda" if (self.cfg.resources.gpus > 0 and self.cfg.device != "cpu") else "cpu"
         tags = provenance_tags(self.cfg.hash(), splits.source, splits.digest, device)
-        self.parent_run_id = start_parent_run(self.client, self.experiment_id, self.study_id, self.cfg.to_yaml(),
-                                              tags, self.cfg.description)
-        if not self.quiet:
-            print(f"study {self.study_id}: {len(self.cfg.cells())} cells, tracking {self.tracking_uri}, "
-                  f"storage {self.storage}", flush=True)
+        parent = start_parent_run(self.client, experiment_id, study_id, self.cfg.to_yaml(), tags, self.cfg.description)
+        self.state = StudyState(study_id, self.cfg.name, self.cfg.to_yaml(), self.tracking_uri, experiment_id, parent)
+        self.save_state()
+        self.say(f"study {study_id}: {len(self.cfg.cells())} cells, tracking {self.tracking_uri}, storage {self.storage}")
+        return self.state
 
-    def _run_config(self, stage: str, callbacks: list) -> tune.RunConfig:
-        return tune.RunConfig(
-            name=f"{self.study_id}-{stage}", storage_path=str(self.storage), callbacks=callbacks, verbose=0,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            failure_config=tune.FailureConfig(max_failures=2),
-        )
+    def attach(self, state: StudyState) -> None:
+        """Resume: reuse the study's parent run and directory."""
+        self.state = state
+        self.connect()
+        self.client.update_run(state.parent_run_id, status="RUNNING")
+        self.client.log_text(state.parent_run_id, self.cfg.to_yaml(), f"config/resume-{int(time.time())}.yaml")
+        self.say(f"resuming study {state.study_id} (tracking {self.tracking_uri}, storage {self.storage})")
 
+    @property
+    def directory(self) -> Path:
+        return study_dir(Path(self.storage), self.state.study_id)
+
+    def save_state(self) -> None:
+        self.state.save(self.directory)
+
+    # ------------------------------------------------------------------ Tune plumbing
     def _trainable(self):
-        resources = {"cpu": self.cfg.resources.cpus, "gpu": self.cfg.resources.gpus}
-        return tune.with_resources(train_cell, resources)
+        return tune.with_resources(train_cell, {"cpu": self.cfg.resources.cpus, "gpu": self.cfg.resources.gpus})
 
-    # ------------------------------------------------------------------ the two stages
+    def _run_config(self, name: str, callbacks: list) -> tune.RunConfig:
+        return tune.RunConfig(name=name, storage_path=str(self.directory), callbacks=callbacks, verbose=0,
+                              checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                              failure_config=tune.FailureConfig(max_failures=2))
+
+    def _tracker(self, searcher=None) -> TrialTracker:
+        return TrialTracker(self.tracking_uri, self.state.experiment_id, self.state.parent_run_id,
+                            self.state.study_id, searcher)
+
+    def _restore(self, name: str):
+        path = self.directory / name
+        self.say(f"continuing Tune run {name} from {path}")
+        return tune.Tuner.restore(str(path), trainable=self._trainable(), resume_unfinished=True,
+                                  resume_errored=True, restart_errored=False)
+
+    # ------------------------------------------------------------------ the search stage
     def search(self) -> PerCellSearcher:
-        searcher = PerCellSearcher(self.cfg)
-        tracker = TrialTracker(self.tracking_uri, self.experiment_id, self.parent_run_id, self.study_id,
-                               pruned=searcher.pruned)
-        callbacks = [tracker]
-        if not self.quiet:
-            callbacks.append(Progress("search", list(searcher.cells), searcher.total_trials, self.cfg.epochs))
-        tuner = tune.Tuner(
-            self._trainable(), param_space={},
-            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=CellPruningScheduler(searcher),
-                                        metric="val_error", mode="min", num_samples=searcher.total_trials,
-                                        max_concurrent_trials=self.cfg.max_concurrent_trials, reuse_actors=True),
-            run_config=self._run_config("search", callbacks),
-        )
-        tuner.fit()
-        return searcher
+        runs, complete = self.state.search_runs, self.state.search_complete
+        if runs and not complete[-1]:
+            self._restore(runs[-1]).fit()
+            self._mark_search_done()
+        searcher = PerCellSearcher(self.cfg, self.directory)
+        saved = load_searcher_state(self.directory)
+        if saved is not None:
+            searcher.continue_with(saved, self.cfg)
+        if searcher.remaining() and not searcher.budget_exhausted():
+            name = f"search-{len(runs) + 1}"
+            runs.append(name)
+            complete.append(False)
+            self.save_state()
+            callbacks = [self._tracker(searcher)]
+            if not self.quiet:
+                callbacks.append(Progress("search", list(searcher.cells), searcher.remaining(), self.cfg.epochs))
+            tuner = tune.Tuner(
+                self._trainable(), param_space={},
+                tune_config=tune.TuneConfig(search_alg=searcher, scheduler=CellPruningScheduler(searcher),
+                                            metric="val_error", mode="min", num_samples=searcher.remaining(),
+                                            max_concurrent_trials=self.cfg.max_concurrent_trials, reuse_actors=True),
+                run_config=self._run_config(name, callbacks))
+            tuner.fit()
+            self._mark_search_done()
+            save_searcher(self.directory, searcher)
+        final = PerCellSearcher(self.cfg, self.directory)
+        final.continue_with(load_searcher_state(self.directory), self.cfg)
+        return final
 
+    def _mark_search_done(self) -> None:
+        state = load_searcher_state(self.directory)
+        if state and state["live"]:  # trials still in flight: Tune was interrupted
+            raise StudyInterrupted()
+        self.state.search_complete[-1] = True
+        self.save_state()
+
+    # ------------------------------------------------------------------ the final stage
     def final_configs(self, searcher: PerCellSearcher) -> list[dict]:
         best = searcher.best_per_cell()
         configs = []
         for key, cell in searcher.cells.items():
             if key not in best:
-                print(f"warning: {key} has no completed search trial (all diverged, failed or pruned): "
-                      f"no final runs", flush=True)
+                self.say(f"warning: {key} has no completed search trial (all diverged, failed or pruned): no final runs")
                 continue
             for seed in self.cfg.final_seeds:
                 configs.append({**trial_constants(self.cfg, "final"), **cell_fields(cell), "seed": seed,
-                                "selected_from": best[key]["trial_number"], "search_val_error": best[key]["val_error"],
-                                **best[key]["hparams"]})
+                                "selected_from": best[key]["trial_number"], **best[key]["hparams"]})
         return configs
 
-    def final(self, configs: list[dict]) -> None:
-        if not configs:
+    def _already_done(self, configs: list[dict]) -> list[dict]:
+        """Final runs MLflow already holds (same cell, seed and hyper-parameters, completed) are not rerun."""
+        runs = self.client.search_runs([self.state.experiment_id], f"tags.study_id = '{self.state.study_id}' and "
+                                       f"tags.stage = 'final' and tags.outcome = 'completed'", max_results=5000)
+        done = {(r.data.tags["cell"], r.data.tags["seed"], tuple(r.data.params.get(k) for k in HPARAM_KEYS))
+                for r in runs}
+        return [c for c in configs if (c["cell"], str(c["seed"]), tuple(str(c[k]) for k in HPARAM_KEYS)) not in done]
+
+    def final(self, searcher: PerCellSearcher) -> None:
+        runs, complete = self.state.final_runs, self.state.final_complete
+        if runs and not complete[-1]:
+            results = self._restore(runs[-1]).fit()
+            self._check_final(results)
+        todo = self._already_done(self.final_configs(searcher))
+        if not todo:
             return
-        tracker = TrialTracker(self.tracking_uri, self.experiment_id, self.parent_run_id, self.study_id)
-        callbacks = [tracker]
+        name = f"final-{len(runs) + 1}"
+        runs.append(name)
+        complete.append(False)
+        self.save_state()
+        callbacks = [self._tracker()]
         if not self.quiet:
-            cells = list(dict.fromkeys(c["cell"] for c in configs))
-            callbacks.append(Progress("final", cells, len(configs), configs[0]["epochs"]))
-        tuner = tune.Tuner(
-            self._trainable(), param_space={"spec": tune.grid_search(configs)},
-            tune_config=tune.TuneConfig(max_concurrent_trials=self.cfg.max_concurrent_trials, reuse_actors=True),
-            run_config=self._run_config("final", callbacks),
-        )
-        tuner.fit()
+            cells = list(dict.fromkeys(c["cell"] for c in todo))
+            callbacks.append(Progress("final", cells, len(todo), todo[0]["epochs"]))
+        tuner = tune.Tuner(self._trainable(), param_space={"spec": tune.grid_search(todo)},
+                           tune_config=tune.TuneConfig(max_concurrent_trials=self.cfg.max_concurrent_trials,
+                                                       reuse_actors=True),
+                           run_config=self._run_config(name, callbacks))
+        self._check_final(tuner.fit())
+
+    def _check_final(self, results) -> None:
+        if results.num_terminated + results.num_errors < len(results):
+            raise StudyInterrupted()
+        self.state.final_complete[-1] = True
+        self.save_state()
 
     # ------------------------------------------------------------------ whole study
-    def run(self) -> str:
+    def execute(self) -> str:
         started = time.monotonic()
-        self.prepare()
-        status = "FAILED"
+        write_deadline(self.directory, self.max_hours)
+        status, state_status = "FAILED", "failed"
         try:
             searcher = self.search()
-            self.timings["search_s"] = time.monotonic() - started
-            self.final(self.final_configs(searcher))
-            self.timings["total_s"] = time.monotonic() - started
-            self._summarise(searcher)
-            status = "FINISHED"
+            if searcher.budget_exhausted():
+                status, state_status = "FINISHED", "budget-exhausted"
+                self.say(f"time budget of {self.max_hours:g} h reached: no new trials were scheduled and the final "
+                         f"stage was not started; continue with --resume {self.state.study_id}")
+            else:
+                self.final(searcher)
+                status, state_status = "FINISHED", "finished"
+            self._summarise(searcher, time.monotonic() - started)
         except KeyboardInterrupt:
-            status = "KILLED"
-            raise
+            status, state_status = "KILLED", "interrupted"
+            self.say(f"study {self.state.study_id} interrupted: running trials were checkpointed; "
+                     f"resume with: python -m study.launch --resume {self.state.study_id}")
+            raise StudyInterrupted() from None
         finally:
-            self.client.set_terminated(self.parent_run_id, status)
+            self.state.status = state_status
+            self.save_state()
+            self.client.set_terminated(self.state.parent_run_id, status)
+            self.client.set_tag(self.state.parent_run_id, "study_status", state_status)
         if not self.quiet:
             from study.report import build_report
 
-            build_report(self.tracking_uri, self.study_id)
-        return self.study_id
+            build_report(self.tracking_uri, self.state.study_id)
+        return self.state.study_id
 
-    def _summarise(self, searcher: PerCellSearcher) -> None:
+    def _summarise(self, searcher: PerCellSearcher, seconds: float) -> None:
         counts = searcher.counts()
         totals = {s: sum(c[s] for c in counts.values()) for s in ("complete", "pruned", "fail")}
         metrics = {"search_trials_completed": totals["complete"], "search_trials_pruned": totals["pruned"],
-                   "search_trials_failed": totals["fail"], "final_runs": len(self.cfg.final_seeds) * len(
-                       searcher.best_per_cell()), **{f"wall_{k}": v for k, v in self.timings.items()}}
+                   "search_trials_failed": totals["fail"], "wall_s": seconds}
         for key, value in metrics.items():
-            self.client.log_metric(self.parent_run_id, key, float(value))
+            self.client.log_metric(self.state.parent_run_id, key, float(value), step=len(self.state.search_runs))
+
+
+def config_of(state: StudyState, changes: dict) -> StudyConfig:
+    """The study's saved config with the allowed extensions applied (more trials, seeds, budget)."""
+    data = yaml.safe_load(state.config_yaml)
+    data.update(changes)
+    return validate(data)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import pickle
+import time
 from pathlib import Path
 
 import optuna
@@ -19,6 +20,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from study.config import Cell, Range, SearchSpace, StudyConfig
+from study.state import read_deadline, save_searcher
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger(__name__)
@@ -62,7 +64,7 @@ def trial_constants(cfg: StudyConfig, stage: str) -> dict:
     epochs = cfg.final_epochs or cfg.epochs if stage == "final" else cfg.epochs
     return {"stage": stage, "epochs": epochs, "train_size": cfg.train_size, "test_passes": cfg.test_passes,
             "device": cfg.device, "data_root": cfg.data_root, "download": cfg.download,
-            "threads": max(1, int(cfg.resources.cpus))}
+            "threads": max(1, int(cfg.resources.cpus)), "lr_milestones": list(cfg.lr_milestones)}
 
 
 def cell_fields(cell: Cell) -> dict:
@@ -72,9 +74,10 @@ def cell_fields(cell: Cell) -> dict:
 class PerCellSearcher(Searcher):
     """One Optuna study per cell; round-robin over cells until each has ``trials_per_cell`` trials."""
 
-    def __init__(self, cfg: StudyConfig):
+    def __init__(self, cfg: StudyConfig, directory: Path | None = None):
         super().__init__(metric=METRIC, mode=MODE)
         self.cfg = cfg
+        self.directory = directory  # the study's directory: deadline file, autosaved state
         self.cells = {cell.key: cell for cell in cfg.cells()}
         self.studies = {key: self._new_study(key) for key in self.cells}
         self.live: dict[str, tuple[str, int]] = {}  # Tune trial id -> (cell key, Optuna trial number)
@@ -92,9 +95,20 @@ class PerCellSearcher(Searcher):
     def started(self, key: str) -> int:
         return len(self.studies[key].trials)
 
+    def budget_exhausted(self) -> bool:
+        deadline = read_deadline(self.directory)
+        return deadline is not None and time.time() >= deadline
+
+    def remaining(self) -> int:
+        return sum(max(0, self.cfg.trials_per_cell - self.started(k)) for k in self.cells)
+
+    def _autosave(self) -> None:
+        if self.directory is not None:
+            save_searcher(self.directory, self)
+
     def suggest(self, trial_id: str):
         open_cells = [k for k in self.cells if self.started(k) < self.cfg.trials_per_cell]
-        if not open_cells:
+        if not open_cells or self.budget_exhausted():  # time budget: schedule nothing new, finish cleanly
             return Searcher.FINISHED
         key = min(open_cells, key=self.started)  # round-robin: the cell with the fewest trials so far
         cell, study = self.cells[key], self.studies[key]
@@ -104,6 +118,7 @@ class PerCellSearcher(Searcher):
         trial.set_user_attr("tune_trial_id", trial_id)
         self.live[trial_id] = (key, trial.number)
         self._trials[trial_id] = trial
+        self._autosave()
         return {**trial_constants(self.cfg, "search"), **cell_fields(cell), "seed": self.cfg.seed,
                 "trial_number": trial.number, **hparams}
 
@@ -144,6 +159,7 @@ class PerCellSearcher(Searcher):
             study.tell(trial, result[METRIC])
         else:  # stopped without a final result (e.g. the study's time budget ran out)
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        self._autosave()
 
     def best_per_cell(self) -> dict[str, dict]:
         """Each cell's completed trial with the lowest final val_error (test error is never looked at)."""
@@ -172,6 +188,16 @@ class PerCellSearcher(Searcher):
         self.cfg = state["cfg"]
         self.cells = {cell.key: cell for cell in self.cfg.cells()}
         self._trials = {}
+
+    def continue_with(self, state: dict, cfg: StudyConfig) -> None:
+        """Carry a finished search run's studies into a new run (more trials per cell, a new budget)."""
+        self.set_state(state)
+        for trial_id, (key, number) in list(self.live.items()):  # trials of an ended run cannot report any more
+            study = self.studies[key]
+            optuna_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+            study.tell(optuna.Trial(study, optuna_id), state=optuna.trial.TrialState.FAIL)
+            self.live.pop(trial_id)
+        self.cfg = cfg
 
     def save(self, checkpoint_path: str) -> None:
         Path(checkpoint_path).write_bytes(pickle.dumps(self.get_state()))

@@ -122,11 +122,10 @@ def trial_params(config: dict) -> dict[str, str]:
 class TrialTracker(tune.Callback):
     """Tune callback: child run per trial with the tag contract, metrics, figures and final models."""
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, study_id: str,
-                 pruned: set[str] | None = None):
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, study_id: str, searcher=None):
         self.tracking_uri, self.experiment_id = tracking_uri, experiment_id
         self.parent_run_id, self.study_id = parent_run_id, study_id
-        self.pruned = pruned if pruned is not None else set()
+        self.searcher = searcher  # read at use time: Tuner.restore replaces the searcher's state in place
         self.runs: dict[str, str] = {}
         self._client = None
 
@@ -183,9 +182,12 @@ class TrialTracker(tune.Callback):
         if run_id is None:
             return
         last = trial.last_result or {}
-        outcome = last.get("outcome") or ("pruned" if trial.trial_id in self.pruned else "stopped")
+        pruned = self.searcher.pruned if self.searcher is not None else set()
+        outcome = last.get("outcome") or ("pruned" if trial.trial_id in pruned else "stopped")
         if outcome == "completed":
             self._log_checkpoint_artifacts(run_id, trial)
+            if last.get("node_id"):
+                self.client.set_tag(run_id, "node_id", last["node_id"])
         self.client.set_tag(run_id, "outcome", outcome)
         if outcome == "diverged":
             self.client.set_tag(run_id, "failure_reason", last.get("message", "diverged"))

@@ -32,6 +32,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--loc-lr-mult", type=float, default=1.0, help="LR multiplier of the localisation network")
     p.add_argument("--pre-st-lr-mult", type=float, default=1.0, help="LR multiplier of the layers before the ST")
+    p.add_argument("--lr-milestones", type=float, nargs="*", default=[1 / 3, 2 / 3],
+                   help="fractions of the run where the LR drops ÷10 (none: constant LR)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:<N>")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
@@ -52,7 +54,8 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     known = {f.name for f in fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in known})
+    values = {k: v for k, v in vars(args).items() if k in known}
+    cfg = TrainConfig(**{**values, "lr_milestones": tuple(args.lr_milestones)})
     try:
         cfg.validate()
         splits = load_mnist(cfg.data_root, cfg.download)

@@ -36,7 +36,14 @@ def train_config(config: dict) -> TrainConfig:
         epochs=int(config["epochs"]), train_size=config.get("train_size"), seed=int(config.get("seed", 0)),
         device=config.get("device", "auto"), data_root=config.get("data_root"), download=bool(config.get("download")),
         test_passes=int(config.get("test_passes", 10)), **{k: config[k] for k in HPARAMS if k in config},
+        lr_milestones=tuple(config.get("lr_milestones", (1 / 3, 2 / 3))),
     )
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
 
 
 def _load_resume() -> dict | None:
@@ -67,7 +74,7 @@ def train_cell(config: dict) -> None:
     if result.status == "diverged":
         tune.report({"outcome": "diverged", "message": result.message, **result.metrics})
         return
-    final = {**result.metrics, "outcome": "completed"}
+    final = {**result.metrics, "outcome": "completed", "node_id": _node_id()}
     with tempfile.TemporaryDirectory() as directory:
         write_trial_figures(directory, result.figures, result.metrics, f"{config['cell']} ({config['stage']})")
         torch.save({"final": result.metrics, "epoch": cfg.epochs}, Path(directory) / STATE_FILE)

@@ -1,0 +1,104 @@
+"""--cluster on a real multi-node Ray cluster (ray.cluster_utils.Cluster) with a real MLflow server."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from study.cluster import ClusterError, check_cluster_settings, probe_storage
+from study.config import ConfigError
+from study.report_data import load_study
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("server")
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                             f"sqlite:///{root / 'mlflow.db'}", "--default-artifact-root", str(root / "artifacts"),
+                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(uri + "/health", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise RuntimeError("mlflow server did not come up")
+    yield uri
+    os.killpg(proc.pid, 15)
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory):
+    from ray.cluster_utils import Cluster
+
+    os.environ.setdefault("RAY_TMPDIR", str(tmp_path_factory.mktemp("ray")))
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    yield cluster
+    cluster.shutdown()
+
+
+def test_cluster_study_lands_trials_on_both_nodes(two_nodes, mlflow_server, tmp_path):
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    cmd = [sys.executable, "-m", "study.launch", "--cluster", "--address", two_nodes.address, "--name", "clustered",
+           "--variants", "CNN", "STN-C0", "--trials-per-cell", "2", "--epochs", "2", "--train-size", "256",
+           "--set", "test_passes=1", "--final-seeds", "0", "--max-concurrent", "2", "--tracking-uri", mlflow_server,
+           "--storage-path", str(tmp_path / "shared"), "--quiet"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    frame = load_study(MlflowClient(mlflow_server), "clustered").runs
+    assert len(frame) == 6 and not (frame["status"] == "RUNNING").any()
+    assert frame["node_id"].dropna().nunique() == 2  # trials ran on both nodes
+
+
+def test_cluster_needs_a_tracking_server_and_a_storage_path():
+    with pytest.raises(ConfigError, match="tracking_uri: --cluster needs an MLflow tracking server"):
+        check_cluster_settings("sqlite:////tmp/x.db", "/shared")
+    with pytest.raises(ConfigError, match="storage_path: --cluster needs a storage path"):
+        check_cluster_settings("http://127.0.0.1:5000", None)
+
+
+def test_storage_probe_failure_is_one_line(ray_local, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ClusterError) as info:
+        probe_storage(str(blocker / "storage"))
+    assert str(info.value).startswith("storage_path: node ") and "\n" not in str(info.value)
+    assert probe_storage(str(tmp_path / "ok")) == 1
+
+
+@pytest.mark.parametrize("address,tracking,needle", [
+    ("127.0.0.1:{dead}", "server", "error: cluster: no Ray cluster reachable at '127.0.0.1:"),
+    ("127.0.0.1:{dead}", "http://127.0.0.1:{dead}", "error: tracking_uri: MLflow server http://127.0.0.1:"),
+])
+def test_cluster_flag_without_a_cluster_or_server_fails_fast(mlflow_server, tmp_path, address, tracking, needle):
+    dead = free_port()
+    tracking = mlflow_server if tracking == "server" else tracking.format(dead=dead)
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "study.launch", "--cluster", "--address", address.format(dead=dead),
+                           "--tracking-uri", tracking, "--storage-path", str(tmp_path / "s")],
+                          cwd=tmp_path, env={**os.environ, "RAY_ADDRESS": ""}, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith(needle)
+    assert time.monotonic() - started < 60

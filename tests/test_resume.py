@@ -1,0 +1,146 @@
+"""Interruptions on real Ray, Optuna and MLflow: driver SIGKILL, Ctrl-C, time budget, extension.
+
+Each launch is a real ``python -m study.launch`` process with its own local Ray instance.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from study.launch import list_studies
+from study.report_data import load_study
+from study.state import find_state
+
+BASE = ["--name", "resumable", "--variants", "CNN", "--epochs", "4", "--train-size", "256", "--set", "test_passes=1",
+        "--set", "grace_period=10", "--max-concurrent", "1", "--cpus-per-trial", "1", "--quiet"]
+
+
+def launch(tmp: Path, *extra, wait=True, timeout=300):
+    env = {**os.environ, "RAY_TMPDIR": str(tmp / "ray"), "RAY_USAGE_STATS_ENABLED": "0"}
+    cmd = [sys.executable, "-m", "study.launch", *BASE, "--tracking-uri", f"sqlite:///{tmp / 'mlflow.db'}",
+           "--storage-path", str(tmp / "tune"), *extra]
+    proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    if wait:
+        out, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, out
+    return proc
+
+
+def runs(tmp: Path):
+    study = load_study(MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}"), "resumable")
+    return study, study.runs
+
+
+def completed_epochs(tmp: Path) -> int:
+    """Epochs logged so far across the study's runs (0 until the store exists)."""
+    if not (tmp / "mlflow.db").exists():
+        return 0
+    try:
+        client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
+        experiment = client.get_experiment_by_name("resumable")
+        if experiment is None:
+            return 0
+        return sum(len(client.get_metric_history(r.info.run_id, "val_error"))
+                   for r in client.search_runs([experiment.experiment_id]))
+    except Exception:
+        return 0
+
+
+def wait_for(predicate, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise TimeoutError("condition not reached")
+
+
+def kill_tree(proc, sig):
+    os.killpg(proc.pid, sig)
+
+
+def trial_ids_unique(frame):
+    return frame["trial_id"].is_unique
+
+
+def test_driver_sigkill_then_resume_loses_and_repeats_nothing(tmp_path):
+    proc = launch(tmp_path, "--trials-per-cell", "3", "--final-seeds", "0", wait=False)
+    wait_for(lambda: completed_epochs(tmp_path) >= 5)  # mid-search: one trial done, another running
+    started = time.monotonic()
+    kill_tree(proc, signal.SIGKILL)
+    proc.wait(timeout=30)
+    code, out = launch(tmp_path, "--resume")
+    assert code == 0, out
+    resumed_s = time.monotonic() - started
+    study, frame = runs(tmp_path)
+    search, final = frame[frame["stage"] == "search"], frame[frame["stage"] == "final"]
+    assert len(search) == 3 and len(final) == 1 and trial_ids_unique(frame)
+    assert not (frame["status"] == "RUNNING").any()
+    assert set(search["outcome"]) <= {"completed", "pruned"}
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert client.get_run(study.parent_run_id).info.status == "FINISHED"
+    for run_id in search["run_id"]:  # every epoch logged once: nothing repeated after the restore
+        steps = [m.step for m in client.get_metric_history(run_id, "val_error")]
+        assert steps == sorted(set(steps))
+    state = find_state(tmp_path / "tune", None)
+    assert state.status == "finished" and state.search_runs == ["search-1"]
+    print(json.dumps({"kill_to_finished_s": round(resumed_s, 1)}))
+
+
+def test_sigint_stops_gracefully_and_resumes(tmp_path):
+    proc = launch(tmp_path, "--trials-per-cell", "2", "--final-seeds", "0", wait=False)
+    wait_for(lambda: completed_epochs(tmp_path) >= 2)
+    kill_tree(proc, signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "--resume" in out
+    study, frame = runs(tmp_path)
+    assert not (frame["status"] == "RUNNING").any()
+    assert (frame.loc[frame["outcome"] == "killed", "status"] == "KILLED").all()
+    assert find_state(tmp_path / "tune", None).status == "interrupted"
+    code, out = launch(tmp_path, "--resume", study.study_id)
+    assert code == 0, out
+    _, frame = runs(tmp_path)
+    assert (frame["stage"] == "search").sum() == 2 and (frame["stage"] == "final").sum() == 1
+    assert set(frame["outcome"]) <= {"completed", "pruned"}  # the resumed trial's run was closed properly
+
+
+def test_time_budget_then_extension_adds_exactly_what_was_asked(tmp_path):
+    code, out = launch(tmp_path, "--trials-per-cell", "3", "--final-seeds", "0", "--max-hours", "0.0001")
+    assert code == 0, out
+    state = find_state(tmp_path / "tune", None)
+    assert state.status == "budget-exhausted"
+    _, frame = runs(tmp_path)
+    first = (frame["stage"] == "search").sum()
+    assert 1 <= first < 3 and (frame["stage"] == "final").sum() == 0
+    assert not (frame["status"] == "RUNNING").any()
+    code, out = launch(tmp_path, "--resume")  # no budget: finish the search and run the final stage
+    assert code == 0, out
+    _, frame = runs(tmp_path)
+    assert (frame["stage"] == "search").sum() == 3 and (frame["stage"] == "final").sum() == 1
+    code, out = launch(tmp_path, "--resume", "--trials-per-cell", "4", "--final-seeds", "0", "1")
+    assert code == 0, out
+    _, frame = runs(tmp_path)
+    search, final = frame[frame["stage"] == "search"], frame[frame["stage"] == "final"]
+    assert len(search) == 4 and trial_ids_unique(frame)
+    # seed 0 is rerun only if the extra trial changed the cell's best configuration
+    assert sorted(final[final["outcome"] == "completed"]["seed"].astype(int).unique()) == [0, 1]
+    assert "resumable" in list_studies(str(tmp_path / "tune"))
+
+
+def test_resume_of_a_missing_study_is_one_line(tmp_path):
+    code, out = launch(tmp_path, "--resume", "nope")
+    assert code == 2
+    assert out.strip().splitlines()[-1].startswith("error: resume: no studies under")
+
+
+def test_bad_budget_is_rejected(tmp_path):
+    code, out = launch(tmp_path, "--max-hours", "-1")
+    assert code == 2 and "max_hours: must be a number > 0" in out
