@@ -9,8 +9,10 @@ final runs that MLflow does not already hold.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from study import cluster
 from study.config import StudyConfig, validate
 from study.launch import artifacts_root, new_study_id, resolve_tracking_uri
 from study.progress import Progress
-from study.space import CellPruningScheduler, PerCellSearcher, cell_fields, trial_constants
+from study.space import CellPruningScheduler, PerCellSearcher, SnapshotOnAddScheduler, cell_fields, trial_constants
 from study.state import StudyState, load_searcher_state, save_searcher, study_dir, write_deadline
 from study.tracking import (TrialTracker, artifact_root_for, check_tracking_uri, ensure_experiment,
                             provenance_tags, start_parent_run)
@@ -119,6 +121,16 @@ class StudyRunner:
         return TrialTracker(self.tracking_uri, self.state.experiment_id, self.state.parent_run_id,
                             self.state.study_id, searcher)
 
+    def _restorable(self, name: str) -> bool:
+        """An unfinished Tune run can be continued only if its saved state holds trials."""
+        states = sorted((self.directory / name).glob("experiment_state-*.json"))
+        if not states:
+            return False
+        try:
+            return bool(json.loads(states[-1].read_text()).get("trial_data"))
+        except (OSError, ValueError):
+            return False
+
     def _restore(self, name: str):
         path = self.directory / name
         self.say(f"continuing Tune run {name} from {path}")
@@ -129,8 +141,12 @@ class StudyRunner:
     def search(self) -> PerCellSearcher:
         runs, complete = self.state.search_runs, self.state.search_complete
         if runs and not complete[-1]:
-            self._restore(runs[-1]).fit()
-            self._mark_search_done()
+            if self._restorable(runs[-1]):
+                self._restore(runs[-1]).fit()
+                self._mark_search_done()
+            else:  # killed before Tune saved any trial: nothing to continue, start a new run
+                complete[-1] = True
+                self.save_state()
         searcher = PerCellSearcher(self.cfg, self.directory)
         saved = load_searcher_state(self.directory)
         if saved is not None:
@@ -187,8 +203,11 @@ class StudyRunner:
     def final(self, searcher: PerCellSearcher) -> None:
         runs, complete = self.state.final_runs, self.state.final_complete
         if runs and not complete[-1]:
-            results = self._restore(runs[-1]).fit()
-            self._check_final(results)
+            if self._restorable(runs[-1]):
+                self._check_final(self._restore(runs[-1]).fit())
+            else:
+                complete[-1] = True
+                self.save_state()
         todo = self._already_done(self.final_configs(searcher))
         if not todo:
             return
@@ -202,7 +221,7 @@ class StudyRunner:
             callbacks.append(Progress("final", cells, len(todo), todo[0]["epochs"]))
         tuner = tune.Tuner(self._trainable(), param_space={"spec": tune.grid_search(todo)},
                            tune_config=tune.TuneConfig(max_concurrent_trials=self.cfg.max_concurrent_trials,
-                                                       reuse_actors=True),
+                                                       reuse_actors=True, scheduler=SnapshotOnAddScheduler()),
                            run_config=self._run_config(name, callbacks))
         self._check_final(tuner.fit())
 
@@ -229,8 +248,8 @@ class StudyRunner:
             self._summarise(searcher, time.monotonic() - started)
         except KeyboardInterrupt:
             status, state_status = "KILLED", "interrupted"
-            self.say(f"study {self.state.study_id} interrupted: running trials were checkpointed; "
-                     f"resume with: python -m study.launch --resume {self.state.study_id}")
+            print(f"study {self.state.study_id} interrupted: running trials were checkpointed; "
+                  f"resume with: python -m study.launch --resume {self.state.study_id}", file=sys.stderr, flush=True)
             raise StudyInterrupted() from None
         finally:
             self.state.status = state_status

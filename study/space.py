@@ -93,7 +93,8 @@ class PerCellSearcher(Searcher):
         return self.cfg.trials_per_cell * len(self.cells)
 
     def started(self, key: str) -> int:
-        return len(self.studies[key].trials)
+        """Trials of the cell so far, not counting trials lost to a killed driver before Tune saved them."""
+        return sum(1 for t in self.studies[key].trials if not t.user_attrs.get("lost"))
 
     def budget_exhausted(self) -> bool:
         deadline = read_deadline(self.directory)
@@ -175,7 +176,7 @@ class PerCellSearcher(Searcher):
     def counts(self) -> dict[str, dict[str, int]]:
         out = {}
         for key, study in self.studies.items():
-            states = [t.state.name.lower() for t in study.trials]
+            states = [t.state.name.lower() for t in study.trials if not t.user_attrs.get("lost")]
             out[key] = {s: states.count(s) for s in ("running", "complete", "pruned", "fail")}
         return out
 
@@ -192,9 +193,11 @@ class PerCellSearcher(Searcher):
     def continue_with(self, state: dict, cfg: StudyConfig) -> None:
         """Carry a finished search run's studies into a new run (more trials per cell, a new budget)."""
         self.set_state(state)
-        for trial_id, (key, number) in list(self.live.items()):  # trials of an ended run cannot report any more
+        for trial_id, (key, number) in list(self.live.items()):
+            # suggested but never run to an end by a finished Tune run: lost to a killed driver
             study = self.studies[key]
             optuna_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+            study._storage.set_trial_user_attr(optuna_id, "lost", True)
             study.tell(optuna.Trial(study, optuna_id), state=optuna.trial.TrialState.FAIL)
             self.live.pop(trial_id)
         self.cfg = cfg
@@ -206,7 +209,31 @@ class PerCellSearcher(Searcher):
         self.set_state(pickle.loads(Path(checkpoint_path).read_bytes()))
 
 
-class CellPruningScheduler(FIFOScheduler):
+class SnapshotOnAddScheduler(FIFOScheduler):
+    """FIFO, but Tune's experiment state is saved before a new trial first starts.
+
+    Tune otherwise snapshots on a timer: a driver killed between a trial's start and the next
+    snapshot would lose that trial on resume while its MLflow run (and the searcher's record of it)
+    already exist.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._snapshotted: set[str] = set()
+
+    def choose_trial_to_run(self, tune_controller):
+        trial = super().choose_trial_to_run(tune_controller)
+        if trial is not None and trial.trial_id not in self._snapshotted:
+            self._snapshotted.add(trial.trial_id)
+            controller = getattr(tune_controller, "_tune_controller", tune_controller)
+            try:
+                controller.checkpoint(force=True, wait=True)
+            except Exception as err:  # never fail a study over an early snapshot
+                log.warning("could not snapshot the experiment state: %s", err)
+        return trial
+
+
+class CellPruningScheduler(SnapshotOnAddScheduler):
     """Stops a trial when its own cell's Optuna pruner says so; never compares across cells."""
 
     def __init__(self, searcher: PerCellSearcher):

@@ -127,6 +127,7 @@ class TrialTracker(tune.Callback):
         self.parent_run_id, self.study_id = parent_run_id, study_id
         self.searcher = searcher  # read at use time: Tuner.restore replaces the searcher's state in place
         self.runs: dict[str, str] = {}
+        self.last_step: dict[str, int] = {}  # per run: epochs already logged (a resumed trial may repeat one)
         self._client = None
 
     @property
@@ -149,6 +150,8 @@ class TrialTracker(tune.Callback):
         existing = self._existing_run(trial.trial_id)  # a resumed trial keeps its run
         if existing:
             self.runs[trial.trial_id] = existing
+            history = self.client.get_metric_history(existing, "val_error")
+            self.last_step[existing] = max((m.step for m in history), default=0)
             self.client.update_run(existing, status="RUNNING")
             return
         config = {**trial.config, **trial.config.get("spec", {})}
@@ -173,6 +176,9 @@ class TrialTracker(tune.Callback):
         else:
             values = {k: result[k] for k in EPOCH_METRICS if k in result}
             step = int(result.get("epoch", 0))
+            if step <= self.last_step.get(run_id, 0):
+                return  # already logged before an interruption: keep each curve one point per epoch
+            self.last_step[run_id] = step
         metrics = [Metric(k, float(v), now, step) for k, v in values.items()]
         if metrics:
             self.client.log_batch(run_id, metrics=metrics)

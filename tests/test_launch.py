@@ -1,6 +1,7 @@
 """A tiny end-to-end study on real Ray Tune, Optuna and MLflow (sqlite store) through ``run(config)``."""
 
 import mlflow
+import mlflow.pytorch
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
@@ -84,10 +85,13 @@ def test_artifacts_figures_and_final_models(study):
     names = {a.path for a in client.list_artifacts(stn_final["run_id"], "figures")}
     assert {"figures/angle_plot.png", "figures/aligned_examples.png", "figures/figures.npz"} <= names
     mlflow.set_tracking_uri(uri)
-    models = mlflow.search_logged_models(filter_string=f"source_run_id = '{stn_final['run_id']}'", output_format="list")
+    experiment = [client.get_experiment_by_name("e2e").experiment_id]
+    models = mlflow.search_logged_models(experiment, f"source_run_id = '{stn_final['run_id']}'", output_format="list")
     assert len(models) == 1
+    loaded = mlflow.pytorch.load_model(models[0].model_uri)
+    assert loaded.spec.name == "STN-C0"
     search_run = runs[runs["stage"] == "search"].iloc[0]
-    assert mlflow.search_logged_models(filter_string=f"source_run_id = '{search_run['run_id']}'",
+    assert mlflow.search_logged_models(experiment, f"source_run_id = '{search_run['run_id']}'",
                                        output_format="list") == []
 
 

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,7 +23,8 @@ BASE = ["--name", "resumable", "--variants", "CNN", "--epochs", "4", "--train-si
 
 
 def launch(tmp: Path, *extra, wait=True, timeout=300):
-    env = {**os.environ, "RAY_TMPDIR": str(tmp / "ray"), "RAY_USAGE_STATS_ENABLED": "0"}
+    # Ray's socket paths must stay under 107 bytes: a short temp dir, not pytest's long one
+    env = {**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray", dir="/tmp"), "RAY_USAGE_STATS_ENABLED": "0"}
     cmd = [sys.executable, "-m", "study.launch", *BASE, "--tracking-uri", f"sqlite:///{tmp / 'mlflow.db'}",
            "--storage-path", str(tmp / "tune"), *extra]
     proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -53,11 +55,13 @@ def completed_epochs(tmp: Path) -> int:
         return 0
 
 
-def wait_for(predicate, timeout=240):
+def wait_for(predicate, proc, timeout=240):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if predicate():
             return
+        if proc.poll() is not None:
+            raise AssertionError(f"launch ended early ({proc.returncode}): {proc.stdout.read()[-3000:]}")
         time.sleep(0.5)
     raise TimeoutError("condition not reached")
 
@@ -72,7 +76,7 @@ def trial_ids_unique(frame):
 
 def test_driver_sigkill_then_resume_loses_and_repeats_nothing(tmp_path):
     proc = launch(tmp_path, "--trials-per-cell", "3", "--final-seeds", "0", wait=False)
-    wait_for(lambda: completed_epochs(tmp_path) >= 5)  # mid-search: one trial done, another running
+    wait_for(lambda: completed_epochs(tmp_path) >= 5, proc)  # mid-search: one trial done, another running
     started = time.monotonic()
     kill_tree(proc, signal.SIGKILL)
     proc.wait(timeout=30)
@@ -96,7 +100,7 @@ def test_driver_sigkill_then_resume_loses_and_repeats_nothing(tmp_path):
 
 def test_sigint_stops_gracefully_and_resumes(tmp_path):
     proc = launch(tmp_path, "--trials-per-cell", "2", "--final-seeds", "0", wait=False)
-    wait_for(lambda: completed_epochs(tmp_path) >= 2)
+    wait_for(lambda: completed_epochs(tmp_path) >= 2, proc)
     kill_tree(proc, signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out
