@@ -27,7 +27,8 @@ class ClusterError(RuntimeError):
 
 def init_local(num_cpus: int | None = None) -> None:
     if not ray.is_initialized():
-        ray.init(num_cpus=num_cpus, logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False,
+        ray.init(address="local", num_cpus=num_cpus, logging_level=logging.WARNING, log_to_driver=False,
+                 include_dashboard=False,
                  configure_logging=True)
 
 

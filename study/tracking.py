@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 log = logging.getLogger(__name__)
-EPOCH_METRICS = ("train_loss", "val_error", "images_per_s", "lr", "epoch_seconds")
+EPOCH_METRICS = ("train_loss", "val_error", "images_per_s", "lr", "epoch_seconds", "restored_from_epoch")
 SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql")
 PACKAGES = ("torch", "torchvision", "ray", "optuna", "mlflow", "stn-study")
 PARAM_KEYS = ("dataset", "variant", "st_transform", "depth", "sharing", "iterations", "optimizer", "lr",

@@ -32,6 +32,6 @@ def ray_local(tmp_path_factory):
 
     os.environ.setdefault("RAY_TMPDIR", str(tmp_path_factory.mktemp("ray")))
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()

@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 from mlflow.tracking import MlflowClient
 
 from study.launch import list_studies
@@ -148,3 +149,22 @@ def test_resume_of_a_missing_study_is_one_line(tmp_path):
 def test_bad_budget_is_rejected(tmp_path):
     code, out = launch(tmp_path, "--max-hours", "-1")
     assert code == 2 and "max_hours: must be a number > 0" in out
+
+
+def test_killed_trial_worker_resumes_from_its_checkpoint(tmp_path):
+    proc = launch(tmp_path, "--trials-per-cell", "1", "--epochs", "6", "--final-seeds", wait=False)
+    wait_for(lambda: completed_epochs(tmp_path) >= 3, proc)
+    workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
+               if "ImplicitFunc" in " ".join(p.cmdline())]  # this study's trial worker, no one else's
+    assert workers
+    for worker in workers:
+        worker.kill()
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    _, frame = runs(tmp_path)
+    run = frame.iloc[0]
+    assert len(frame) == 1 and run["outcome"] == "completed" and run["status"] == "FINISHED"
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    restored = [m.value for m in client.get_metric_history(run["run_id"], "restored_from_epoch")]
+    assert max(restored) >= 3  # restarted from a checkpoint at epoch >= 3: earlier epochs were not retrained
+    assert [m.step for m in client.get_metric_history(run["run_id"], "val_error")] == [1, 2, 3, 4, 5, 6]

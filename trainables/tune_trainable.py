@@ -65,10 +65,12 @@ def train_cell(config: dict) -> None:
         tune.report({"outcome": "completed", **resume["final"]})  # finished before an interruption
         return
 
+    restored_from = int(resume["epoch"]) if resume is not None else 0
+
     def on_epoch(record: dict, state) -> None:
         with tempfile.TemporaryDirectory() as directory:
             torch.save(state(), Path(directory) / STATE_FILE)
-            tune.report(record, checkpoint=tune.Checkpoint.from_directory(directory))
+            tune.report({**record, "restored_from_epoch": restored_from}, checkpoint=tune.Checkpoint.from_directory(directory))
 
     result = train(cfg, on_epoch=on_epoch, splits=_splits(cfg.data_root, cfg.download), resume=resume)
     if result.status == "diverged":
