@@ -118,7 +118,7 @@ def test_sigint_stops_gracefully_and_resumes(tmp_path):
 
 
 def test_time_budget_then_extension_adds_exactly_what_was_asked(tmp_path):
-    code, out = launch(tmp_path, "--trials-per-cell", "3", "--final-seeds", "0", "--max-hours", "0.0001")
+    code, out = launch(tmp_path, "--trials-per-cell", "3", "--final-seeds", "0", "--max-hours", "0.003")  # ~11 s: room for the first trial, not all three
     assert code == 0, out
     state = find_state(tmp_path / "tune", None)
     assert state.status == "budget-exhausted"
