@@ -43,8 +43,8 @@ def runs(tmp: Path):
 
 def completed_epochs(tmp: Path) -> int:
     """Epochs logged so far across the study's runs (0 until the store exists)."""
-    if not (tmp / "mlflow.db").exists():
-        return 0
+    if not list((tmp / "tune").glob("*/study.json")):
+        return 0  # the launcher has not created its store yet: opening it now would race its migration
     try:
         client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
         experiment = client.get_experiment_by_name("resumable")

@@ -1,0 +1,191 @@
+"""``python -m study.bench``: throughput ratios measured side by side in one run (table + JSON).
+
+- ``data_speedup``: our batched on-device generators vs a per-sample reference pipeline like the
+  authors' (torchvision transforms per sample in a DataLoader with workers, clutter pasted per sample);
+- ``train_vs_bound``: a trial's training throughput vs forward + backward + step of the same model on
+  pre-generated batches (the compute bound);
+- ``study_overhead``: 1 − Σ trial training time / (wall time × concurrent slots) of a real study;
+- ``scaling``: seconds per epoch vs training-set size and canvas pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as TF
+from torch.utils.data import DataLoader, Dataset
+
+from trainables.data import DistortedStream, load_embedded
+from trainables.distortions import CLUTTER_SIDE, make_distortion
+from trainables.loop import TrainConfig, train
+from trainables.models import STNClassifier
+
+
+class PerSampleReference(Dataset):
+    """One image at a time, the way a classic torchvision pipeline builds these datasets."""
+
+    def __init__(self, digits: torch.Tensor, dataset: str, seed: int = 0):
+        self.digits, self.dataset = digits.float() / 255.0, dataset
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self):
+        return len(self.digits)
+
+    def _clutter(self, canvas: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        side = canvas.shape[-1]
+        for _ in range(6):
+            source = self.digits[self.rng.integers(len(self.digits))]
+            y, x = self.rng.integers(0, 28 - CLUTTER_SIDE + 1, 2)
+            patch = source[y:y + CLUTTER_SIDE, x:x + CLUTTER_SIDE][None]
+            if scale != 1.0:
+                size = max(1, int(round(CLUTTER_SIDE * scale)))
+                patch = TF.resize(patch, [size, size], antialias=True)
+            size = patch.shape[-1]
+            py, px = self.rng.integers(0, side - size + 1, 2)
+            canvas[0, py:py + size, px:px + size] += patch[0]
+        return canvas.clamp_(max=1.0)
+
+    def __getitem__(self, index):
+        digit = self.digits[index][None]
+        if self.dataset == "rotated-mnist":
+            return TF.rotate(digit, float(self.rng.uniform(-90, 90)), TF.InterpolationMode.BILINEAR)
+        if self.dataset == "translated-mnist":
+            canvas = torch.zeros(1, 60, 60)
+            dy, dx = self.rng.integers(-16, 17, 2)
+            canvas[0, 16 + dy:44 + dy, 16 + dx:44 + dx] = digit[0]
+            return self._clutter(canvas)
+        scale = float(2 ** self.rng.uniform(-1, 2))
+        size = max(1, int(round(28 * scale)))
+        resized = TF.resize(digit, [size, size], antialias=True)
+        canvas = torch.zeros(1, 112, 112)
+        if size <= 112:
+            top = (112 - size) // 2
+            canvas[:, top:top + size, top:top + size] = resized
+        else:
+            crop = (size - 112) // 2
+            canvas[:] = resized[:, crop:crop + 112, crop:crop + 112]
+        return self._clutter(canvas, scale)
+
+
+def images_per_second(run, n: int) -> float:
+    started = time.perf_counter()
+    run()
+    return n / (time.perf_counter() - started)
+
+
+def data_speedup(digits: torch.Tensor, workers: int) -> dict:
+    out = {}
+    for dataset in ("rotated-mnist", "translated-mnist", "scaled-mnist"):
+        stream = DistortedStream(digits, torch.zeros(len(digits), dtype=torch.long), make_distortion(dataset), 256, digits)
+        ours = images_per_second(lambda: [None for _ in stream.batches(0)], len(digits))
+        loader = DataLoader(PerSampleReference(digits, dataset), batch_size=256, num_workers=workers)
+        reference = images_per_second(lambda: [None for _ in loader], len(digits))
+        out[dataset] = {"ours_img_s": ours, "reference_img_s": reference, "speedup": ours / reference}
+    return out
+
+
+def train_vs_bound(splits, variant: str, epochs: int, train_size: int) -> dict:
+    cfg = TrainConfig(dataset="rotated-mnist", variant=variant, epochs=epochs, train_size=train_size,
+                      optimizer="adam", lr=1e-3, device="cpu", test_passes=1)
+    result = train(cfg, splits=splits, evaluate_at_end=False)
+    trial = float(np.mean([r["images_per_s"] for r in result.history[1:] or result.history]))
+    torch.manual_seed(0)
+    model = STNClassifier("rotated-mnist", variant)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    stream = DistortedStream(splits.train_x[:train_size], splits.train_y[:train_size],
+                             make_distortion("rotated-mnist"), 256, splits.train_x)
+    batches = list(stream.batches(0))  # pre-generated: the bound excludes data generation
+
+    def compute():
+        for images, labels, _ in batches:
+            loss = torch.nn.functional.cross_entropy(model(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    compute()
+    bound = float(np.mean([images_per_second(compute, train_size) for _ in range(max(1, epochs - 1))]))
+    return {"variant": variant, "trial_img_s": trial, "bound_img_s": bound, "ratio": trial / bound}
+
+
+def study_overhead(epochs: int, train_size: int) -> dict:
+    """A real study (local Ray, sqlite MLflow): the share of slot time not spent training."""
+    from mlflow.tracking import MlflowClient
+
+    from study.config import load
+    from study.launch import run
+    from study.report_data import load_study
+
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = f"sqlite:///{tmp}/mlflow.db"
+        cfg = load("smoke", overrides={"name": "bench", "variants": ["CNN", "STN-C0"], "trials_per_cell": 2,
+                                       "epochs": epochs, "train_size": train_size, "final_seeds": [],
+                                       "pruner": "none", "tracking_uri": uri, "storage_path": f"{tmp}/tune"})
+        started = time.perf_counter()
+        study_id = run(cfg, quiet=True)
+        wall = time.perf_counter() - started
+        client = MlflowClient(uri)
+        runs = load_study(client, study_id).runs
+        training = sum(m.value for rid in runs["run_id"] for m in client.get_metric_history(rid, "epoch_seconds"))
+    slots = cfg.max_concurrent_trials
+    return {"wall_s": wall, "training_s": training, "slots": slots, "trials": len(runs),
+            "study_overhead": 1 - training / (wall * slots)}
+
+
+def scaling(splits) -> dict:
+    rows = {}
+    for dataset in ("rotated-mnist", "translated-mnist", "scaled-mnist"):
+        for size in (250, 500, 1000):
+            cfg = TrainConfig(dataset=dataset, variant="CNN", epochs=1, train_size=size, optimizer="adam",
+                              lr=1e-3, device="cpu")
+            result = train(cfg, splits=splits, evaluate_at_end=False)
+            rows[f"{dataset}/{size}"] = result.history[0]["epoch_seconds"]
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m study.bench", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="small sizes (about a minute or two)")
+    p.add_argument("--out", help="write the JSON here too")
+    args = p.parse_args(argv)
+    quick = args.quick
+    splits = load_embedded()
+    digits = splits.train_x[: 1000 if quick else 4000]
+    started = time.perf_counter()
+    result = {
+        "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(),
+                    "torch": torch.__version__, "ray": metadata.version("ray"), "date": time.strftime("%Y-%m-%d")},
+        "data_speedup": data_speedup(digits, workers=2),
+        "train_vs_bound": [train_vs_bound(splits, v, 2 if quick else 3, 1000 if quick else 4000)
+                           for v in ("CNN", "STN-SL1")],
+        "study_overhead": study_overhead(4 if quick else 10, 1000 if quick else 4000),
+        "scaling_epoch_s": scaling(splits) if not quick else {},
+    }
+    result["bench_seconds"] = time.perf_counter() - started
+    for dataset, row in result["data_speedup"].items():
+        print(f"data    {dataset:<17} ours {row['ours_img_s']:>9,.0f} img/s  reference {row['reference_img_s']:>8,.0f} "
+              f"img/s  speedup {row['speedup']:.1f}x")
+    for row in result["train_vs_bound"]:
+        print(f"train   {row['variant']:<17} trial {row['trial_img_s']:>8,.0f} img/s  bound {row['bound_img_s']:>8,.0f} "
+              f"img/s  ratio {row['ratio']:.2f}")
+    s = result["study_overhead"]
+    print(f"study   {s['trials']} trials  wall {s['wall_s']:.0f}s  training {s['training_s']:.0f}s over {s['slots']} "
+          f"slots  overhead {s['study_overhead']:.2f}")
+    text = json.dumps(result, indent=2)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
