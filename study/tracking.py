@@ -17,9 +17,8 @@ import urllib.request
 from importlib import metadata
 from pathlib import Path
 
-import mlflow
 import numpy as np
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from ray import tune
 

@@ -2,7 +2,6 @@
 
 import mlflow
 import mlflow.pytorch
-import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 

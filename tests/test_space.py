@@ -1,7 +1,6 @@
 """Per-cell search with real Optuna: round-robin cells, seeded TPE, pruning only within a cell."""
 
 import optuna
-import pytest
 
 from study.config import load
 from study.space import PerCellSearcher
