@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -102,3 +103,40 @@ def test_cluster_flag_without_a_cluster_or_server_fails_fast(mlflow_server, tmp_
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith(needle)
     assert time.monotonic() - started < 60
+
+
+def test_container_commands_on_loopback_with_token_auth(mlflow_server, tmp_path):
+    """The compose stack's `ray start` head/worker commands, run outside Docker with a token; a driver joins."""
+    token = "0123456789abcdef" * 4
+    port = free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_ADDRESS": "", "RAY_TMPDIR": tempfile.mkdtemp(prefix="rt", dir="/tmp")}
+    head = subprocess.Popen(["ray", "start", "--head", "--block", "--port", str(port), "--num-cpus", "1",
+                             "--dashboard-host", "127.0.0.1", "--include-dashboard", "false"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    worker = None
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        worker = subprocess.Popen(["ray", "start", "--address", f"127.0.0.1:{port}", "--block", "--num-cpus", "1"],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(5)
+        cmd = [sys.executable, "-m", "study.launch", "--cluster", "--address", f"127.0.0.1:{port}", "--name", "tokened",
+               "--variants", "CNN", "--trials-per-cell", "2", "--epochs", "1", "--train-size", "128", "--set",
+               "test_passes=1", "--final-seeds", "--tracking-uri", mlflow_server, "--storage-path",
+               str(tmp_path / "shared"), "--quiet"]
+        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        wrong = subprocess.run(cmd[:-1] + ["--name", "no-token"], cwd=tmp_path, capture_output=True, text=True,
+                               env={**env, "RAY_AUTH_TOKEN": "f" * 64}, timeout=120)
+        assert wrong.returncode != 0  # a driver without the cluster's token is turned away
+    finally:
+        for process in (worker, head):
+            if process is not None:
+                os.killpg(process.pid, 15)
+                process.wait(timeout=60)
