@@ -113,7 +113,7 @@ def _common_notes(runs: pd.DataFrame, bases: set[str]) -> list[str]:
 def accuracy_table(runs: pd.DataFrame, pair: tuple[str, str]) -> Table:
     columns = [(COLUMN[d], d, "test_error", 100.0, 2) for d in datasets_in(runs)]
     shown, means, bases = _grid(runs, columns)
-    notes = ["Test error % (mean of 10 randomised test passes per run), mean ± std over final-stage seeds; "
+    notes = ["Test error % (mean of K randomised test passes per run, K = test_passes, 10 by default), mean ± std over final-stage seeds; "
              "best per column in bold.", *_common_notes(runs, bases)]
     notes += comparison_notes(runs, pair, "test_error", 100.0, "%")
     return Table("accuracy", "Accuracy: test error (%)", shown, _best(means), notes)
