@@ -45,6 +45,14 @@ class ConfigError(ValueError):
         super().__init__("; ".join(lines))
 
 
+def _known(value: list[str], allowed: tuple[str, ...], what: str) -> list[str]:
+    """The list without duplicates, or a one-line error naming the first unknown entry and the allowed ones."""
+    unknown = [v for v in value if v not in allowed]
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown[0]!r}: allowed {', '.join(allowed)}")
+    return list(dict.fromkeys(value))
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -142,18 +150,12 @@ class StudyConfig(Strict):
     @field_validator("datasets")
     @classmethod
     def _datasets(cls, value: list[str]):
-        unknown = [d for d in value if d not in DATASETS]
-        if unknown:
-            raise ValueError(f"unknown dataset {unknown[0]!r}: allowed {', '.join(DATASETS)}")
-        return list(dict.fromkeys(value))
+        return _known(value, DATASETS, "dataset")
 
     @field_validator("st_transforms")
     @classmethod
     def _transforms(cls, value: list[str]):
-        unknown = [t for t in value if t not in ST_TRANSFORMS]
-        if unknown:
-            raise ValueError(f"unknown st_transform {unknown[0]!r}: allowed {', '.join(ST_TRANSFORMS)}")
-        return list(dict.fromkeys(value))
+        return _known(value, tuple(ST_TRANSFORMS), "st_transform")
 
     @model_validator(mode="after")
     def _cells_exist(self):

@@ -22,7 +22,7 @@ from ray import tune
 
 from study import cluster
 from study.config import StudyConfig, validate
-from study.launch import artifacts_root, new_study_id, resolve_tracking_uri
+from study.launch import artifacts_root, new_study_id, resolve_tracking_uri, storage_root
 from study.progress import Progress
 from study.space import CellPruningScheduler, PerCellSearcher, SnapshotOnAddScheduler, cell_fields, trial_constants
 from study.state import StudyState, load_searcher_state, save_searcher, study_dir, write_deadline
@@ -48,8 +48,8 @@ class StudyRunner:
         self.cfg, self.quiet, self.max_hours = cfg, quiet, max_hours
         self.use_cluster, self.address = use_cluster, cluster_address
         self.tracking_uri = resolve_tracking_uri(cfg)
-        self.storage = Path(cfg.storage_path or artifacts_root() / "tune").expanduser().resolve() \
-            if not (cfg.storage_path or "").startswith("s3://") else cfg.storage_path
+        remote = (cfg.storage_path or "").startswith("s3://")
+        self.storage = cfg.storage_path if remote else storage_root(cfg.storage_path)
         self.state: StudyState | None = None
 
     def say(self, text: str) -> None:
