@@ -85,3 +85,41 @@ def test_oracle_theta_recovers_the_clean_digit(dataset, digits):
 
 def test_registry_and_generators_agree():
     assert set(DISTORTIONS) == set(DATASETS)
+
+
+def test_scaled_render_equals_the_bilinear_warp_it_replaces(splits):
+    """The separable matmul render is grid_sample's bilinear scaling (zeros padding), to float precision."""
+    distortion = make_distortion("scaled-mnist")
+    digits = splits.train_x[:32].float() / 255.0
+    scales = torch.tensor([0.5, 0.71, 1.0, 1.37, 2.0, 3.3, 4.0] * 4 + [0.6, 1.9, 2.5, 3.9])
+    theta = st.identity(32, "cpu", digits.dtype) * (112 / 28.0 / scales)[:, None, None]
+    expected = st.warp(digits[:, None], theta, 112, padding_mode="zeros").clamp(max=1.0)
+    assert torch.allclose(distortion.render(digits, scales), expected, atol=1e-5)
+
+
+def test_scaled_clutter_is_bilinear_sampling_of_the_crop(splits):
+    """Each clutter tile is the 6×6 crop sampled bilinearly at scale s (checked against grid_sample)."""
+    distortion, n = make_distortion("scaled-mnist"), 4
+    pool = splits.train_x[:50].float() / 255.0
+    scales = torch.tensor([0.5, 1.3, 2.2, 4.0])
+    canvas = torch.zeros(n, 112, 112)
+    gen = generator(5, "cpu")
+    distortion._add_clutter(canvas, scales, pool, generator(5, "cpu"))
+    # replay the same draws and build the tiles the slow, obvious way
+    k, tile = distortion.clutter, 24
+    source = pool[torch.randint(0, 50, (n * k,), generator=gen)][:, None]
+    crop = torch.randint(0, 28 - 6 + 1, (n * k, 2), generator=gen).float()
+    where = torch.randint(0, 112 - tile + 1, (2, n, k), generator=gen)
+    s = scales.repeat_interleave(k)[:, None]
+    pix = (torch.arange(tile) + 0.5)[None, :] / s
+    grid = torch.stack(torch.broadcast_tensors(((crop[:, 1:2] + pix) / 14 - 1)[:, None, :],
+                                               ((crop[:, 0:1] + pix) / 14 - 1)[:, :, None]), dim=-1)
+    tiles = torch.nn.functional.grid_sample(source, grid, mode="bilinear", align_corners=False)[:, 0]
+    inside = pix < 6
+    tiles = (tiles * (inside[:, :, None] & inside[:, None, :])).view(n, k, tile, tile)
+    expected = torch.zeros(n, 112, 112)
+    for b in range(n):
+        for j in range(k):
+            top, left = where[0, b, j], where[1, b, j]
+            expected[b, top:top + tile, left:left + tile] += tiles[b, j]
+    assert torch.allclose(canvas, expected, atol=1e-5)
