@@ -133,6 +133,8 @@ class StudyConfig(Strict):
     seed: int = 0
     resources: Resources = Field(default_factory=Resources)
     max_concurrent_trials: int = Field(2, ge=1)
+    min_free_gb: float = Field(1.0, ge=0)  # stop cleanly before the storage or local store fills up
+    tracking_wait_s: float = Field(600.0, ge=0)  # at the end, how long to wait for a tracking server that is down
     test_passes: int = Field(10, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data_root: str | None = None

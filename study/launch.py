@@ -183,6 +183,14 @@ def main(argv=None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except RuntimeError as err:
+        from study.disk import DiskSpaceError
+        from study.runner import TrackingBacklog
+
+        if not isinstance(err, (TrackingBacklog, DiskSpaceError)):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 1 if isinstance(err, TrackingBacklog) or err.resumable else 2
     print(f"study {study_id} done")
     return 0
 

@@ -26,7 +26,9 @@ from study.launch import artifacts_root, new_study_id, resolve_tracking_uri, sto
 from study.progress import Progress
 from study.space import CellPruningScheduler, PerCellSearcher, SnapshotOnAddScheduler, cell_fields, trial_constants
 from study.state import StudyState, load_searcher_state, save_searcher, study_dir, write_deadline
-from study.tracking import (TrialTracker, artifact_root_for, check_tracking_uri, ensure_experiment,
+from study.disk import DiskGuard, check_free_space
+from study.spool import TrackingSpool
+from study.tracking import (SPOOLS, TrialTracker, artifact_root_for, check_tracking_uri, ensure_experiment,
                             provenance_tags, start_parent_run)
 from trainables.data import load_mnist
 from trainables.tune_trainable import train_cell
@@ -36,6 +38,10 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # Checkpointing every epoch (so a crashed trial loses at most one) makes Tune snapshot often; that is intended.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 HPARAM_KEYS = ("optimizer", "lr", "loc_lr_mult", "momentum", "weight_decay", "batch_size")
+
+
+class TrackingBacklog(RuntimeError):
+    """The study ran, but the tracking server was still down at the end: updates wait in the journal."""
 
 
 class StudyInterrupted(KeyboardInterrupt):
@@ -51,6 +57,7 @@ class StudyRunner:
         remote = (cfg.storage_path or "").startswith("s3://")
         self.storage = cfg.storage_path if remote else storage_root(cfg.storage_path)
         self.state: StudyState | None = None
+        self.guard = DiskGuard(self.watched_paths(), cfg.min_free_gb)
 
     def say(self, text: str) -> None:
         if not self.quiet:
@@ -77,7 +84,15 @@ class StudyRunner:
                                            f"allowed 0 to {have:g}"])
         self.client = MlflowClient(self.tracking_uri)
 
+    def watched_paths(self) -> list[Path]:
+        """Local paths the study writes to: each must keep ``min_free_gb`` free."""
+        paths = [] if str(self.storage).startswith("s3://") else [Path(self.storage)]
+        if self.tracking_uri.startswith("sqlite:///"):
+            paths.append(Path(self.tracking_uri.removeprefix("sqlite:///")).parent)
+        return paths
+
     def start(self) -> StudyState:
+        check_free_space(self.watched_paths(), self.cfg.min_free_gb)
         splits = load_mnist(self.cfg.data_root, self.cfg.download)  # fails early on missing data
         self.say(splits.describe())
         if self.cfg.description:
@@ -90,16 +105,26 @@ class StudyRunner:
         parent = start_parent_run(self.client, experiment_id, study_id, self.cfg.to_yaml(), tags, self.cfg.description)
         self.state = StudyState(study_id, self.cfg.name, self.cfg.to_yaml(), self.tracking_uri, experiment_id, parent)
         self.save_state()
+        self.open_spool()
         self.say(f"study {study_id}: {len(self.cfg.cells())} cells, tracking {self.tracking_uri}, storage {self.storage}")
         return self.state
 
     def attach(self, state: StudyState) -> None:
         """Resume: reuse the study's parent run and directory."""
         self.state = state
+        check_free_space(self.watched_paths(), self.cfg.min_free_gb)
         self.connect()
+        self.open_spool()  # first replays whatever an earlier driver could not send
         self.client.update_run(state.parent_run_id, status="RUNNING")
         self.client.log_text(state.parent_run_id, self.cfg.to_yaml(), f"config/resume-{int(time.time())}.yaml")
         self.say(f"resuming study {state.study_id} (tracking {self.tracking_uri}, storage {self.storage})")
+
+    def open_spool(self) -> None:
+        remote = str(self.storage).startswith("s3://")
+        where = artifacts_root() / "spool" / self.state.study_id if remote else self.directory / "tracking-spool"
+        self.spool = TrackingSpool(self.tracking_uri, where, self.state.experiment_id, self.state.study_id,
+                                   say=lambda text: print(text, file=sys.stderr, flush=True))  # even with --quiet
+        SPOOLS[self.state.study_id] = self.spool  # also for trackers that Tuner.restore unpickles
 
     @property
     def directory(self) -> Path:
@@ -118,8 +143,7 @@ class StudyRunner:
                               failure_config=tune.FailureConfig(max_failures=2))
 
     def _tracker(self, searcher=None) -> TrialTracker:
-        return TrialTracker(self.tracking_uri, self.state.experiment_id, self.state.parent_run_id,
-                            self.state.study_id, searcher)
+        return TrialTracker(self.spool, self.state.parent_run_id, self.state.study_id, searcher)
 
     def _restorable(self, name: str) -> bool:
         """An unfinished Tune run can be continued only if its saved state holds trials."""
@@ -156,7 +180,7 @@ class StudyRunner:
             runs.append(name)
             complete.append(False)
             self.save_state()
-            callbacks = [self._tracker(searcher)]
+            callbacks = [self._tracker(searcher), self.guard]
             if not self.quiet:
                 callbacks.append(Progress("search", list(searcher.cells), searcher.remaining(), self.cfg.epochs))
             tuner = tune.Tuner(
@@ -194,6 +218,9 @@ class StudyRunner:
 
     def _already_done(self, configs: list[dict]) -> list[dict]:
         """Final runs MLflow already holds (same cell, seed and hyper-parameters, completed) are not rerun."""
+        if not self.state.final_runs:
+            return configs  # no final run yet: nothing to look up (and no need for the server right now)
+        self.spool.flush()
         runs = self.client.search_runs([self.state.experiment_id], f"tags.study_id = '{self.state.study_id}' and "
                                        f"tags.stage = 'final' and tags.outcome = 'completed'", max_results=5000)
         done = {(r.data.tags["cell"], r.data.tags["seed"], tuple(r.data.params.get(k) for k in HPARAM_KEYS))
@@ -215,7 +242,7 @@ class StudyRunner:
         runs.append(name)
         complete.append(False)
         self.save_state()
-        callbacks = [self._tracker()]
+        callbacks = [self._tracker(), self.guard]
         if not self.quiet:
             cells = list(dict.fromkeys(c["cell"] for c in todo))
             callbacks.append(Progress("final", cells, len(todo), todo[0]["epochs"]))
@@ -235,7 +262,7 @@ class StudyRunner:
     def execute(self) -> str:
         started = time.monotonic()
         write_deadline(self.directory, self.max_hours)
-        status, state_status = "FAILED", "failed"
+        status, state_status, ran_through = "FAILED", "failed", False
         try:
             searcher = self.search()
             if searcher.budget_exhausted():
@@ -246,16 +273,20 @@ class StudyRunner:
                 self.final(searcher)
                 status, state_status = "FINISHED", "finished"
             self._summarise(searcher, time.monotonic() - started)
+            ran_through = True
         except KeyboardInterrupt:
             status, state_status = "KILLED", "interrupted"
+            if self.guard.tripped is not None:
+                raise self.guard.error(self.state.study_id) from None
             print(f"study {self.state.study_id} interrupted: running trials were checkpointed; "
                   f"resume with: python -m study.launch --resume {self.state.study_id}", file=sys.stderr, flush=True)
             raise StudyInterrupted() from None
         finally:
             self.state.status = state_status
             self.save_state()
-            self.client.set_terminated(self.state.parent_run_id, status)
-            self.client.set_tag(self.state.parent_run_id, "study_status", state_status)
+            self.spool.submit("end", run_id=self.state.parent_run_id, status=status,
+                              tags={"study_status": state_status})
+            self._flush_tracking(wait=ran_through)
         if not self.quiet:
             from study.report import build_report
 
@@ -267,8 +298,23 @@ class StudyRunner:
         totals = {s: sum(c[s] for c in counts.values()) for s in ("complete", "pruned", "fail")}
         metrics = {"search_trials_completed": totals["complete"], "search_trials_pruned": totals["pruned"],
                    "search_trials_failed": totals["fail"], "wall_s": seconds}
-        for key, value in metrics.items():
-            self.client.log_metric(self.state.parent_run_id, key, float(value), step=len(self.state.search_runs))
+        now, step = int(time.time() * 1000), len(self.state.search_runs)
+        self.spool.submit("metrics", run_id=self.state.parent_run_id,
+                          metrics=[[k, float(v), now, step] for k, v in metrics.items()])
+
+    def _flush_tracking(self, wait: bool) -> None:
+        """Wait for the tracking server to take every update; if it stays down, say how they get there."""
+        pending = self.spool.flush(timeout=5.0)
+        if pending and wait:
+            self.say(f"tracking: waiting up to {self.cfg.tracking_wait_s:g} s for {self.tracking_uri} to take "
+                     f"{pending} spooled updates")
+            pending = self.spool.flush(timeout=self.cfg.tracking_wait_s)
+        if pending and not wait:  # interrupted or failed: that error is the one to show
+            print(f"tracking: {pending} updates kept in {self.spool.journal} for the next --resume", file=sys.stderr)
+        elif pending:
+            raise TrackingBacklog(f"tracking: {pending} updates could not be sent to {self.tracking_uri}; they are "
+                                  f"kept in {self.spool.journal} and sent by: python -m study.launch --resume "
+                                  f"{self.state.study_id}")
 
 
 def config_of(state: StudyState, changes: dict) -> StudyConfig:

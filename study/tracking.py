@@ -18,12 +18,12 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from ray import tune
 
 log = logging.getLogger(__name__)
-EPOCH_METRICS = ("train_loss", "val_error", "images_per_s", "lr", "epoch_seconds", "restored_from_epoch")
+EPOCH_METRICS = ("train_loss", "val_error", "images_per_s", "lr", "epoch_seconds", "restored_from_epoch",
+                 "trial_seconds")
 SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql")
 PACKAGES = ("torch", "torchvision", "ray", "optuna", "mlflow", "stn-study")
 PARAM_KEYS = ("dataset", "variant", "st_transform", "depth", "sharing", "iterations", "optimizer", "lr",
@@ -118,120 +118,92 @@ def trial_params(config: dict) -> dict[str, str]:
     return {k: str(values[k]) for k in PARAM_KEYS if k in values}
 
 
-class TrialTracker(tune.Callback):
-    """Tune callback: child run per trial with the tag contract, metrics, figures and final models."""
+SPOOLS: dict = {}  # study id -> the driver's TrackingSpool for it
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, study_id: str, searcher=None):
-        self.tracking_uri, self.experiment_id = tracking_uri, experiment_id
+
+class TrialTracker(tune.Callback):
+    """Tune callback: child run per trial with the tag contract, metrics, figures and final models.
+
+    It only turns Tune's events into updates for the study's ``TrackingSpool``, which applies them
+    in a background thread and keeps them on disk while the tracking server is down.
+    """
+
+    def __init__(self, spool, parent_run_id: str, study_id: str, searcher=None):
+        SPOOLS[study_id] = spool
         self.parent_run_id, self.study_id = parent_run_id, study_id
         self.searcher = searcher  # read at use time: Tuner.restore replaces the searcher's state in place
-        self.runs: dict[str, str] = {}
-        self.last_step: dict[str, int] = {}  # per run: epochs already logged (a resumed trial may repeat one)
-        self._client = None
+        self.opened: set[str] = set()
 
     @property
-    def client(self) -> MlflowClient:
-        if self._client is None:
-            self._client = MlflowClient(self.tracking_uri)
-        return self._client
-
-    def __getstate__(self):
-        return {**self.__dict__, "_client": None}
-
-    def _existing_run(self, trial_id: str) -> str | None:
-        runs = self.client.search_runs([self.experiment_id], f"tags.trial_id = '{trial_id}' and "
-                                       f"tags.study_id = '{self.study_id}'", max_results=1)
-        return runs[0].info.run_id if runs else None
+    def spool(self):
+        """Looked up, not stored: Tune pickles callbacks and ``Tuner.restore`` brings this one back."""
+        return SPOOLS[self.study_id]
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        if trial.trial_id in self.runs:
+        if trial.trial_id in self.opened:
             return
-        existing = self._existing_run(trial.trial_id)  # a resumed trial keeps its run
-        if existing:
-            self.runs[trial.trial_id] = existing
-            history = self.client.get_metric_history(existing, "val_error")
-            self.last_step[existing] = max((m.step for m in history), default=0)
-            self.client.update_run(existing, status="RUNNING")
-            return
+        self.opened.add(trial.trial_id)
         config = {**trial.config, **trial.config.get("spec", {})}
         tags = {"mlflow.parentRunId": self.parent_run_id, "study_id": self.study_id, "cell": config["cell"],
                 "stage": config["stage"], "seed": str(config.get("seed", 0)), "trial_id": trial.trial_id,
                 "outcome": "running"}
-        run = self.client.create_run(self.experiment_id, run_name=f"{config['cell']} {config['stage']} "
-                                     f"#{config.get('trial_number', config.get('seed'))}", tags=tags)
-        self.runs[trial.trial_id] = run.info.run_id
-        params = [Param(k, v) for k, v in trial_params(config).items()]
-        self.client.log_batch(run.info.run_id, params=params)
+        name = f"{config['cell']} {config['stage']} #{config.get('trial_number', config.get('seed'))}"
+        self.spool.submit("open", key=trial.trial_id, run_name=name, tags=tags, params=trial_params(config))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        run_id = self.runs.get(trial.trial_id)
-        if run_id is None:
-            return
         now = int(time.time() * 1000)
         if result.get("outcome"):
             values = {k: v for k, v in result.items() if is_end_metric(k) and isinstance(v, (int, float))
                       and not isinstance(v, bool)}
-            step = int(result.get("epochs_completed", result.get("epoch", 0)))
+            step, epoch = int(result.get("epochs_completed", result.get("epoch", 0))), None
         else:
             values = {k: result[k] for k in EPOCH_METRICS if k in result}
-            step = int(result.get("epoch", 0))
-            if step <= self.last_step.get(run_id, 0):
-                return  # already logged before an interruption: keep each curve one point per epoch
-            self.last_step[run_id] = step
-        metrics = [Metric(k, float(v), now, step) for k, v in values.items()]
-        if metrics:
-            self.client.log_batch(run_id, metrics=metrics)
+            step = epoch = int(result.get("epoch", 0))
+        if values:
+            self.spool.submit("metrics", key=trial.trial_id, epoch=epoch,
+                              metrics=[[k, float(v), now, step] for k, v in values.items()])
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        run_id = self.runs.get(trial.trial_id)
-        if run_id is None:
-            return
         last = trial.last_result or {}
         pruned = self.searcher.pruned if self.searcher is not None else set()
         outcome = last.get("outcome") or ("pruned" if trial.trial_id in pruned else "stopped")
+        tags = {"outcome": outcome}
         if outcome == "completed":
-            self._log_checkpoint_artifacts(run_id, trial)
+            self._keep_checkpoint_files(trial)
             if last.get("node_id"):
-                self.client.set_tag(run_id, "node_id", last["node_id"])
-        self.client.set_tag(run_id, "outcome", outcome)
+                tags["node_id"] = last["node_id"]
         if outcome == "diverged":
-            self.client.set_tag(run_id, "failure_reason", last.get("message", "diverged"))
+            tags["failure_reason"] = last.get("message", "diverged")
         status = {"completed": "FINISHED", "pruned": "FINISHED", "diverged": "FAILED", "stopped": "KILLED"}[outcome]
-        self.client.set_terminated(run_id, status)
+        self.spool.submit("end", key=trial.trial_id, status=status, tags=tags)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        run_id = self.runs.get(trial.trial_id)
-        if run_id is None:
-            return
         reason = (getattr(trial, "error_message", None) or "trial raised an error").strip().splitlines()[-1:]
-        self.client.set_tag(run_id, "outcome", "failed")
-        self.client.set_tag(run_id, "failure_reason", reason[0] if reason else "error")
-        self.client.set_terminated(run_id, "FAILED")
+        self.spool.submit("end", key=trial.trial_id, status="FAILED",
+                          tags={"outcome": "failed", "failure_reason": reason[0] if reason else "error"})
 
     def on_experiment_end(self, trials, **info):
         for trial in trials:  # anything still open was interrupted by the user or the time budget
-            run_id = self.runs.get(trial.trial_id)
-            if run_id and self.client.get_run(run_id).info.status == "RUNNING":
-                self.client.set_tag(run_id, "outcome", "killed")
-                self.client.set_terminated(run_id, "KILLED")
+            if trial.trial_id in self.opened:
+                self.spool.submit("end", key=trial.trial_id, status="KILLED", only_if_running=True,
+                                  tags={"outcome": "killed"})
 
-    def _log_checkpoint_artifacts(self, run_id: str, trial) -> None:
+    def _keep_checkpoint_files(self, trial) -> None:
         checkpoint = trial.checkpoint
         if checkpoint is None:
             return
         try:
             with checkpoint.as_directory() as directory:
-                directory = Path(directory)
-                for name in ("angle_plot.png", "aligned_examples.png", "figures.npz"):
-                    if (directory / name).exists():
-                        self.client.log_artifact(run_id, str(directory / name), "figures")
-                if (directory / "model.pt").exists():
-                    log_final_model(self.tracking_uri, run_id, directory)
+                files = [Path(directory) / name for name in ARTIFACT_FILES if (Path(directory) / name).exists()]
+                kept = self.spool.keep_files(files, trial.trial_id)
+            self.spool.submit("files", key=trial.trial_id, dir=str(kept), artifact_path="figures")
         except Exception as err:  # artifacts are best effort: never fail a finished trial over them
-            log.warning("could not log artifacts of %s: %s", trial.trial_id, err)
+            log.warning("could not keep the artifacts of %s: %s", trial.trial_id, err)
 
 
-END_METRICS = ("test_error", "test_error_sd", "pose_sd", "angle_slope", "angle_intercept", "feature_misalignment")
+ARTIFACT_FILES = ("angle_plot.png", "aligned_examples.png", "figures.npz", "model.pt", "model_spec.json")
+END_METRICS = ("test_error", "test_error_sd", "pose_sd", "angle_slope", "angle_intercept", "feature_misalignment",
+               "trial_seconds")
 
 
 def is_end_metric(key: str) -> bool:

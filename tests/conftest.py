@@ -1,6 +1,12 @@
 """Shared fixtures: the embedded MNIST subset is loaded once per session (it is read-only)."""
 
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 
 import pytest
 import torch
@@ -35,3 +41,48 @@ def ray_local(tmp_path_factory):
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MlflowServer:
+    """A real ``mlflow server`` on loopback that tests can stop and start again on the same store."""
+
+    def __init__(self, root, backend: str | None = None):
+        self.root, self.port = root, free_port()
+        self.backend = backend or f"sqlite:///{root / 'mlflow.db'}"
+        self.uri, self.proc = f"http://127.0.0.1:{self.port}", None
+
+    def start(self, timeout: float = 90) -> "MlflowServer":
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.backend,
+             "--default-artifact-root", str(self.root / "artifacts"), "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(self.uri + "/health", timeout=2).status == 200:
+                    return self
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError("mlflow server did not come up")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=30)
+        self.proc = None
+        deadline = time.time() + 30  # the server's workers outlive its main process for a moment
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                time.sleep(0.2)
+            except OSError:
+                return
+        raise RuntimeError(f"mlflow server on port {self.port} did not stop")

@@ -11,40 +11,17 @@ import urllib.request
 import pytest
 from mlflow.tracking import MlflowClient
 
+from conftest import MlflowServer, free_port
 from study.cluster import ClusterError, check_cluster_settings, probe_storage
 from study.config import ConfigError
 from study.report_data import load_study
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("server")
-    port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-                             f"sqlite:///{root / 'mlflow.db'}", "--default-artifact-root", str(root / "artifacts"),
-                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(uri + "/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        raise RuntimeError("mlflow server did not come up")
-    yield uri
-    os.killpg(proc.pid, 15)
-    proc.wait(timeout=30)
+    server = MlflowServer(tmp_path_factory.mktemp("server")).start()
+    yield server.uri
+    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -57,6 +58,7 @@ def _load_resume() -> dict | None:
 
 def train_cell(config: dict) -> None:
     """One trial of a cell: ``config`` holds the cell, the stage, the seed and the hyper-parameters."""
+    started = time.perf_counter()  # trial_seconds: the trial's own work, for the study-overhead benchmark
     config = {**config, **config.get("spec", {})}
     torch.set_num_threads(int(config.get("threads") or 1))
     cfg = train_config(config)
@@ -70,7 +72,8 @@ def train_cell(config: dict) -> None:
     def on_epoch(record: dict, state) -> None:
         with tempfile.TemporaryDirectory() as directory:
             torch.save(state(), Path(directory) / STATE_FILE)
-            tune.report({**record, "restored_from_epoch": restored_from}, checkpoint=tune.Checkpoint.from_directory(directory))
+            tune.report({**record, "restored_from_epoch": restored_from,
+                         "trial_seconds": time.perf_counter() - started}, checkpoint=tune.Checkpoint.from_directory(directory))
 
     result = train(cfg, on_epoch=on_epoch, splits=_splits(cfg.data_root, cfg.download), resume=resume)
     if result.status == "diverged":
@@ -84,4 +87,5 @@ def train_cell(config: dict) -> None:
             torch.save(result.model.state_dict(), Path(directory) / MODEL_FILE)
             spec = {"dataset": cfg.dataset, "variant": cfg.variant, "st_transform": cfg.st_transform}
             (Path(directory) / SPEC_FILE).write_text(json.dumps(spec))
+        final["trial_seconds"] = time.perf_counter() - started
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(directory))
