@@ -182,6 +182,12 @@ class TrialTracker(tune.Callback):
         self.spool.submit("end", key=trial.trial_id, status="FAILED",
                           tags={"outcome": "failed", "failure_reason": reason[0] if reason else "error"})
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        """A worker or node died: Tune restarts the trial from its last checkpoint; the run says so."""
+        reason = (getattr(trial, "error_message", None) or "worker lost").strip().splitlines()[-1:]
+        self.spool.submit("tags", key=trial.trial_id, tags={"restarts": str(trial.run_metadata.num_failures),
+                                                             "last_restart_reason": (reason or ["worker lost"])[0][:500]})
+
     def on_experiment_end(self, trials, **info):
         for trial in trials:  # anything still open was interrupted by the user or the time budget
             if trial.trial_id in self.opened:

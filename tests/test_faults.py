@@ -129,3 +129,31 @@ def test_too_little_space_before_start_is_refused_and_nothing_is_written(tmp_pat
     code, out = finish(proc, timeout=120)
     assert code == 2 and "min_free_gb: only 0.07 GB free under" in out
     assert not any(small_disk.iterdir()) and not (tmp_path / "mlflow_artifacts").exists()
+
+
+def test_a_lost_node_has_its_trials_rescheduled_and_finished(tmp_path):
+    from ray.cluster_utils import Cluster
+
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    fast_failure_detection = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
+                              "health_check_timeout_ms": 500, "health_check_failure_threshold": 2}
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "_system_config": fast_failure_detection})
+    doomed = cluster.add_node(num_cpus=1)
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    server = MlflowServer(tmp_path / "server").start()
+    try:
+        proc = launch(tmp_path, "--name", "nodeloss", "--cluster", "--address", cluster.address, "--trials-per-cell",
+                      "2", "--epochs", "8", "--max-concurrent", "2", "--tracking-uri", server.uri,
+                      "--storage-path", str(tmp_path / "shared"), env={"RAY_TMPDIR": os.environ["RAY_TMPDIR"]})
+        wait_for(lambda: epochs_logged(server.uri, "nodeloss") >= 3, proc)  # both trials are running
+        cluster.remove_node(doomed, allow_graceful=False)
+        code, out = finish(proc)
+        assert code == 0, out[-3000:]
+        assert_complete(server.uri, "nodeloss", trials=2, epochs=8)
+        runs = load_study(MlflowClient(server.uri), "nodeloss").runs
+        assert (runs["restored_from_epoch"].fillna(0) > 0).any()  # the lost trial resumed from its checkpoint
+        assert runs["restarts"].dropna().astype(int).tolist() == [1]  # and its run says so
+    finally:
+        server.stop()
+        cluster.shutdown()
