@@ -91,7 +91,19 @@ class StudyRunner:
             paths.append(Path(self.tracking_uri.removeprefix("sqlite:///")).parent)
         return paths
 
+    def check_local_gpus(self) -> None:
+        """A local study can only ask for GPUs this machine has; checked before Ray starts."""
+        if self.use_cluster or self.cfg.resources.gpus == 0:
+            return
+        import torch
+
+        have = torch.cuda.device_count()
+        if self.cfg.resources.gpus > have:
+            raise cluster.ConfigError([f"resources.gpus: {self.cfg.resources.gpus:g} GPU per trial, but this machine "
+                                       f"has {have}: allowed 0 to {have} (or --cluster for a GPU cluster)"])
+
     def start(self) -> StudyState:
+        self.check_local_gpus()
         check_free_space(self.watched_paths(), self.cfg.min_free_gb)
         splits = load_mnist(self.cfg.data_root, self.cfg.download)  # fails early on missing data
         self.say(splits.describe())
