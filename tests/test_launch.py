@@ -105,3 +105,23 @@ def test_parent_run_holds_config_and_provenance(study):
         assert parent.data.tags[tag]
     assert [a.path for a in client.list_artifacts(parent.info.run_id, "config")] == ["config/study.yaml"]
     assert parent.data.metrics["search_trials_pruned"] >= 1
+
+
+def test_a_diverging_cell_fails_its_runs_with_the_reason_and_the_study_goes_on(ray_local, tmp_path):
+    from study.report import build_report
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = load("smoke", overrides={
+        "name": "diverging", "variants": ["CNN", "STN-C0"], "trials_per_cell": 2, "epochs": 2, "train_size": 256,
+        "test_passes": 1, "final_seeds": [0], "tracking_uri": uri, "storage_path": str(tmp_path / "tune"),
+        "overrides": {"CNN": {"optimizer": ["sgd"], "lr": {"low": 1e30, "high": 2e30, "log": True}}},
+    })
+    study_id = run(cfg, quiet=True)
+    runs = load_study(MlflowClient(uri), study_id).runs
+    cnn, stn = runs[runs["cell"] == "rotated-mnist/CNN"], runs[runs["cell"] == "rotated-mnist/STN-C0"]
+    assert len(cnn) == 2 and (cnn["outcome"] == "diverged").all() and (cnn["status"] == "FAILED").all()
+    assert cnn["failure_reason"].str.contains("diverged at epoch .*: loss is nan .*lower the learning rate").all()
+    assert set(stn["stage"]) == {"search", "final"} and (stn["status"] == "FINISHED").all()  # the study went on
+    accuracy = (build_report(uri, study_id, str(tmp_path / "report"), quiet=True, log_to_parent=False)
+                / "accuracy.md").read_text()
+    assert "rotated-mnist/CNN: 2 diverged" in accuracy

@@ -77,7 +77,8 @@ def train_cell(config: dict) -> None:
 
     result = train(cfg, on_epoch=on_epoch, splits=_splits(cfg.data_root, cfg.download), resume=resume)
     if result.status == "diverged":
-        tune.report({"outcome": "diverged", "message": result.message, **result.metrics})
+        # val_error = 1.0 (the worst error): Tune requires its metric in every result; the searcher is told FAIL
+        tune.report({"outcome": "diverged", "message": result.message, "val_error": 1.0, **result.metrics})
         return
     final = {**result.metrics, "outcome": "completed", "node_id": _node_id()}
     with tempfile.TemporaryDirectory() as directory:
