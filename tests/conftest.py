@@ -86,3 +86,18 @@ class MlflowServer:
             except OSError:
                 return
         raise RuntimeError(f"mlflow server on port {self.port} did not stop")
+
+
+def epochs_logged(uri: str, name: str) -> int:
+    """Epochs logged so far across the runs of experiment ``name`` (0 while it does not exist yet)."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            return 0
+        return sum(len(client.get_metric_history(r.info.run_id, "val_error"))
+                   for r in client.search_runs([experiment.experiment_id]))
+    except Exception:  # the store is still being created by the launcher
+        return 0

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import MlflowServer
+from conftest import MlflowServer, epochs_logged
 from study.report_data import load_study
 
 STUDY = ["--variants", "CNN", "--train-size", "256", "--set", "test_passes=1", "--set", "grace_period=20",
@@ -27,18 +27,6 @@ def launch(cwd: Path, *args, env=None):
            **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "study.launch", *STUDY, *args], cwd=cwd, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def epochs_logged(uri: str, name: str) -> int:
-    try:
-        client = MlflowClient(uri)
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            return 0
-        return sum(len(client.get_metric_history(r.info.run_id, "val_error"))
-                   for r in client.search_runs([experiment.experiment_id]))
-    except Exception:
-        return 0
 
 
 def wait_for(predicate, proc, timeout=240):
@@ -106,7 +94,8 @@ def test_disk_filling_up_stops_the_study_cleanly_and_resume_finishes_it(tmp_path
     args = ["--name", "diskfull", "--trials-per-cell", "2", "--epochs", "8", "--tracking-uri", uri,
             "--storage-path", str(small_disk / "tune"), "--max-concurrent", "1", "--set", "min_free_gb=0.02"]
     proc = launch(tmp_path, *args)
-    wait_for(lambda: epochs_logged(uri, "diskfull") >= 2, proc)
+    # opening the sqlite store only once the study exists: never race the launcher's schema migration
+    wait_for(lambda: any((small_disk / "tune").glob("*/study.json")) and epochs_logged(uri, "diskfull") >= 2, proc)
     filler = small_disk / "filler"
     free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
     with filler.open("wb") as f:  # leave 12 MB: under the 20 MB threshold, room for the last checkpoints

@@ -15,6 +15,8 @@ from pathlib import Path
 import psutil
 from mlflow.tracking import MlflowClient
 
+from conftest import epochs_logged
+
 from study.launch import list_studies
 from study.report_data import load_study
 from study.state import find_state
@@ -45,15 +47,7 @@ def completed_epochs(tmp: Path) -> int:
     """Epochs logged so far across the study's runs (0 until the store exists)."""
     if not list((tmp / "tune").glob("*/study.json")):
         return 0  # the launcher has not created its store yet: opening it now would race its migration
-    try:
-        client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
-        experiment = client.get_experiment_by_name("resumable")
-        if experiment is None:
-            return 0
-        return sum(len(client.get_metric_history(r.info.run_id, "val_error"))
-                   for r in client.search_runs([experiment.experiment_id]))
-    except Exception:
-        return 0
+    return epochs_logged(f"sqlite:///{tmp / 'mlflow.db'}", "resumable")
 
 
 def wait_for(predicate, proc, timeout=240):

@@ -151,7 +151,7 @@ class Scaled(Distortion):
         return torch.ones(batch, device=device)
 
     def render(self, digits, scales, gen=None, pool=None):
-        batch, device = digits.shape[0], digits.device
+        device = digits.device
         scales = scales.to(digits.dtype)
         # canvas(q) = digit(q · (side/28) / s) in normalised coordinates: the digit, centred, 28·s px.
         # Bilinear sampling of a pure scaling is separable, so it is two batched matmuls with the same
