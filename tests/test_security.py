@@ -22,7 +22,7 @@ def tracked_files() -> list[Path]:
 def test_no_secret_is_committed():
     found = []
     for path in tracked_files():
-        if path.suffix in {".png", ".npz", ".pt", ".gz"}:
+        if path.suffix in {".png", ".npz", ".pt", ".gz"} or path == Path(__file__).resolve():  # its fakes below
             continue
         text = path.read_text(errors="ignore")
         found += [f"{path.relative_to(ROOT)}: {what}" for what, rx in SECRET_PATTERNS.items() if rx.search(text)]
