@@ -1,12 +1,15 @@
 """Shared fixtures: the embedded MNIST subset is loaded once per session (it is read-only)."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 import torch
@@ -52,17 +55,21 @@ def free_port() -> int:
 class MlflowServer:
     """A real ``mlflow server`` on loopback that tests can stop and start again on the same store."""
 
-    def __init__(self, root, backend: str | None = None):
+    def __init__(self, root, command=None, env: dict | None = None):
+        """``command(port)`` gives another server command line (default: sqlite store under ``root``)."""
         self.root, self.port = root, free_port()
-        self.backend = backend or f"sqlite:///{root / 'mlflow.db'}"
+        self.command, self.env = command or self._sqlite_command, env or {}
         self.uri, self.proc = f"http://127.0.0.1:{self.port}", None
 
+    def _sqlite_command(self, port: int) -> list[str]:
+        return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+                "--default-artifact-root", str(self.root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+                "--workers", "1"]
+
     def start(self, timeout: float = 90) -> "MlflowServer":
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.backend,
-             "--default-artifact-root", str(self.root / "artifacts"), "--host", "127.0.0.1", "--port", str(self.port),
-             "--workers", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **self.env}
+        self.proc = subprocess.Popen(self.command(self.port), env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:
@@ -101,3 +108,49 @@ def epochs_logged(uri: str, name: str) -> int:
                    for r in client.search_runs([experiment.experiment_id]))
     except Exception:  # the store is still being created by the launcher
         return 0
+
+
+class LocalPostgres:
+    """A real PostgreSQL server (Debian's postgresql package) in a temporary directory, on loopback.
+
+    Postgres refuses to run as root, so the server runs as the ``postgres`` system user.
+    """
+
+    BIN = "/usr/lib/postgresql/15/bin"
+
+    def __init__(self, password: str = "mlflow-test-only"):
+        # not under pytest's tmp_path: that is private to root, and the server runs as ``postgres``
+        self.root = Path(tempfile.mkdtemp(prefix="stn-pg-", dir="/tmp"))
+        self.password, self.port = password, free_port()
+        self.data, self.proc = self.root / "pgdata", None
+
+    def _as_postgres(self, *cmd, **kw):
+        return subprocess.run(["runuser", "-u", "postgres", "--", *cmd], check=True, capture_output=True,
+                              text=True, **kw)
+
+    def start(self) -> "LocalPostgres":
+        self.root.mkdir(parents=True, exist_ok=True)
+        pwfile = self.root / "pw"
+        pwfile.write_text(self.password)
+        subprocess.run(["chown", "-R", "postgres:postgres", str(self.root)], check=True)
+        os.chmod(self.root, 0o755)
+        self._as_postgres(f"{self.BIN}/initdb", "-D", str(self.data), "-U", "mlflow", "--auth=scram-sha-256",
+                          f"--pwfile={pwfile}")
+        self.proc = subprocess.Popen(["runuser", "-u", "postgres", "--", f"{self.BIN}/postgres", "-D", str(self.data),
+                                      "-h", "127.0.0.1", "-p", str(self.port), "-k", str(self.root)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + 60
+        while subprocess.run([f"{self.BIN}/pg_isready", "-h", "127.0.0.1", "-p", str(self.port)],
+                             capture_output=True).returncode != 0:
+            if time.time() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("postgres did not come up")
+            time.sleep(0.3)
+        self._as_postgres(f"{self.BIN}/createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "mlflow", "mlflow",
+                          env={**os.environ, "PGPASSWORD": self.password})
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)  # postgres' "fast shutdown"
+            self.proc.wait(timeout=60)
+        shutil.rmtree(self.root, ignore_errors=True)

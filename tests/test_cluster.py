@@ -1,24 +1,64 @@
 """--cluster on a real multi-node Ray cluster (ray.cluster_utils.Cluster) with a real MLflow server."""
 
 import os
+import shlex
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
+import yaml
+from conftest import LocalPostgres, MlflowServer, free_port
 from mlflow.tracking import MlflowClient
 
-from conftest import MlflowServer, free_port
 from study.cluster import ClusterError, check_cluster_settings, probe_storage
 from study.config import ConfigError
 from study.report_data import load_study
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def compose_mlflow_command(postgres: LocalPostgres, artifacts: Path):
+    """The compose stack's own ``mlflow server`` command, pointed at loopback services.
+
+    Only the host names, the port and the artifact destination change (MinIO cannot run here: the
+    server proxies artifacts to a local directory instead, the stack's shared-volume alternative).
+    """
+    service = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())["services"]["mlflow"]
+    line = service["command"]
+
+    def command(port: int) -> list[str]:
+        swaps = {"${POSTGRES_PASSWORD}": postgres.password, "@postgres:5432/": f"@127.0.0.1:{postgres.port}/",
+                 "--host 0.0.0.0": "--host 127.0.0.1", "--port 5000": f"--port {port}",
+                 "--workers 2": "--workers 1", "--artifacts-destination s3://mlflow": f"--artifacts-destination {artifacts}"}
+        text = line
+        for old, new in swaps.items():
+            assert old in text, f"compose's mlflow command changed: {old!r} not in {line!r}"
+            text = text.replace(old, new)
+        argv = shlex.split(text)
+        assert argv[:2] == ["mlflow", "server"] and "${" not in text
+        return [sys.executable, "-m", "mlflow", *argv[1:]]
+
+    env = {k: str(v) for k, v in service["environment"].items() if not k.startswith(("AWS_", "MLFLOW_S3"))}
+    return command, env
+
 
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    server = MlflowServer(tmp_path_factory.mktemp("server")).start()
+def postgres():
+    server = LocalPostgres().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory, postgres):
+    """The stack's MLflow server command on a real Postgres: every cluster test tracks into it."""
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    command, env = compose_mlflow_command(postgres, artifacts)
+    server = MlflowServer(artifacts, command=command, env=env).start()
     yield server.uri
     server.stop()
 
@@ -35,7 +75,7 @@ def two_nodes(tmp_path_factory):
     cluster.shutdown()
 
 
-def test_cluster_study_lands_trials_on_both_nodes(two_nodes, mlflow_server, tmp_path):
+def test_cluster_study_lands_trials_on_both_nodes(two_nodes, mlflow_server, postgres, tmp_path):
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     cmd = [sys.executable, "-m", "study.launch", "--cluster", "--address", two_nodes.address, "--name", "clustered",
            "--variants", "CNN", "STN-C0", "--trials-per-cell", "2", "--epochs", "2", "--train-size", "256",
@@ -46,6 +86,17 @@ def test_cluster_study_lands_trials_on_both_nodes(two_nodes, mlflow_server, tmp_
     frame = load_study(MlflowClient(mlflow_server), "clustered").runs
     assert len(frame) == 6 and not (frame["status"] == "RUNNING").any()
     assert frame["node_id"].dropna().nunique() == 2  # trials ran on both nodes
+    # the record is in Postgres, and the server proxied the figures to its artifact store
+    import psycopg  # the driver SQLAlchemy 2.1 uses for postgresql:// (the image installs it too)
+
+    with psycopg.connect(host="127.0.0.1", port=postgres.port, user="mlflow", password=postgres.password,
+                         dbname="mlflow") as db, db.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+                       "WHERE t.key = 'stage' AND t.value IN ('search', 'final')")
+        assert cursor.fetchone()[0] >= 6
+    final = frame[frame["stage"] == "final"]["run_id"].iloc[0]
+    names = [a.path for a in MlflowClient(mlflow_server).list_artifacts(final, "figures")]
+    assert "figures/aligned_examples.png" in names and "figures/figures.npz" in names
 
 
 def test_cluster_needs_a_tracking_server_and_a_storage_path():
