@@ -100,6 +100,8 @@ def train_vs_bound(splits, variant: str, epochs: int, train_size: int) -> dict:
     trial = float(np.mean([r["images_per_s"] for r in result.history[1:] or result.history]))
     torch.manual_seed(0)
     model = STNClassifier("rotated-mnist", variant)
+    if cfg.channels_last(torch.device("cpu")):  # the bound uses the trial's own layout
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     stream = DistortedStream(splits.train_x[:train_size], splits.train_y[:train_size],
                              make_distortion("rotated-mnist"), 256, splits.train_x)
@@ -115,6 +117,41 @@ def train_vs_bound(splits, variant: str, epochs: int, train_size: int) -> dict:
     compute()
     bound = float(np.mean([images_per_second(compute, train_size) for _ in range(max(1, epochs - 1))]))
     return {"variant": variant, "trial_img_s": trial, "bound_img_s": bound, "ratio": trial / bound}
+
+
+def step_options(splits, variant: str = "STN-SL1", steps: int = 12) -> dict:
+    """Training-step throughput of eager vs channels_last vs torch.compile on pre-generated batches.
+
+    Compile time is reported beside the speed so it can be set against a paper-length run.
+    """
+    stream = DistortedStream(splits.train_x[:256 * steps], splits.train_y[:256 * steps],
+                             make_distortion("rotated-mnist"), 256, splits.train_x)
+    batches = list(stream.batches(0))
+    out = {}
+    for option in ("eager", "channels_last", "compile"):
+        torch.manual_seed(0)
+        model = STNClassifier("rotated-mnist", variant)
+        if option == "channels_last":
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        forward = torch.compile(model) if option == "compile" else model
+
+        def step(images, labels):
+            if option == "channels_last":
+                images = images.contiguous(memory_format=torch.channels_last)
+            loss = torch.nn.functional.cross_entropy(forward(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        started = time.perf_counter()
+        step(*batches[0][:2])  # the first step pays compilation
+        first = time.perf_counter() - started
+        rate = images_per_second(lambda: [step(x, y) for x, y, _ in batches[1:]], 256 * (len(batches) - 1))
+        out[option] = {"img_s": rate, "first_step_s": first}
+    for row in out.values():
+        row["vs_eager"] = row["img_s"] / out["eager"]["img_s"]
+    return out
 
 
 def study_overhead(epochs: int, train_size: int, trials_per_cell: int) -> dict:
@@ -182,6 +219,7 @@ def main(argv=None) -> int:
         "data_speedup": data_speedup(digits, workers=2),
         "train_vs_bound": [train_vs_bound(splits, v, 2 if quick else 3, 1000 if quick else 4000)
                            for v in ("CNN", "STN-SL1")],
+        "step_options": step_options(splits, steps=4 if quick else 12),
         "study_overhead": study_overhead(4, 1000, 2) if quick else study_overhead(12, 4000, 3),
         "scaling_epoch_s": scaling(splits) if not quick else {},
     }
@@ -192,6 +230,9 @@ def main(argv=None) -> int:
     for row in result["train_vs_bound"]:
         print(f"train   {row['variant']:<17} trial {row['trial_img_s']:>8,.0f} img/s  bound {row['bound_img_s']:>8,.0f} "
               f"img/s  ratio {row['ratio']:.2f}")
+    for option, row in result["step_options"].items():
+        print(f"step    STN-SL1 {option:<13} {row['img_s']:>8,.0f} img/s  {row['vs_eager']:.2f}x eager  "
+              f"first step {row['first_step_s']:.1f}s")
     s = result["study_overhead"]
     print(f"study   {s['trials']} trials of {s['mean_trial_s']:.0f}s  wall {s['wall_s']:.0f}s  trial work "
           f"{s['trial_work_s']:.0f}s over {s['slots']} slots  overhead {s['study_overhead']:.2f}  "

@@ -1,5 +1,7 @@
 """The training loop: learns, diverges cleanly, resumes exactly, honours LR schedule and multipliers."""
 
+import copy
+
 import pytest
 import torch
 
@@ -80,3 +82,21 @@ def test_invalid_options_fail_in_one_line(field, value, needle):
 def test_invalid_variant_is_rejected_before_training():
     with pytest.raises(VariantError):
         small(variant="STN-C3").validate()
+
+
+@pytest.mark.parametrize("variant", ["CNN", "STN-C1", "STN-SL1", "STN-DL1"])
+def test_channels_last_computes_the_same_function(variant):
+    """The CPU default layout changes speed only: same outputs, same gradients as contiguous."""
+    torch.manual_seed(0)
+    model = STNClassifier("rotated-mnist", variant)
+    if model.localisation is not None:
+        with torch.no_grad():  # a non-identity ST, so its warp is exercised
+            model.localisation.params.bias.add_(0.1)
+    fast = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    images = torch.rand(8, 1, 28, 28)
+    out, out_fast = model(images), fast(images)
+    assert torch.allclose(out, out_fast, atol=1e-5)
+    out.sum().backward()
+    out_fast.sum().backward()
+    for a, b in zip(model.parameters(), fast.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-4)

@@ -19,6 +19,7 @@ from trainables.models import STNClassifier
 from trainables.registry import check_variant
 
 OPTIMIZERS = ("sgd", "adam")
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 
 class ConfigError(ValueError):
@@ -48,6 +49,7 @@ class TrainConfig:
     data_root: str | None = None
     download: bool = False
     test_passes: int = 10
+    memory_format: str = "auto"  # auto: channels_last on CPU (1.2-1.6x in study.bench), contiguous on CUDA
 
     def validate(self) -> "TrainConfig":
         check_variant(self.dataset, self.variant, self.st_transform)
@@ -72,7 +74,12 @@ class TrainConfig:
             raise ConfigError(f"device: {self.device!r} is not allowed: allowed auto, cpu, cuda, cuda:<N>")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError("device: cuda was requested but no CUDA device is available: allowed cpu, auto")
+        if self.memory_format not in MEMORY_FORMATS:
+            raise ConfigError(f"memory_format: {self.memory_format!r} is not allowed: allowed {', '.join(MEMORY_FORMATS)}")
         return self
+
+    def channels_last(self, device: torch.device) -> bool:
+        return self.memory_format == "channels_last" or (self.memory_format == "auto" and device.type == "cpu")
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":
@@ -112,6 +119,8 @@ def train(cfg: TrainConfig, on_epoch=None, splits: MnistSplits | None = None, re
     splits = (splits or load_mnist(cfg.data_root, cfg.download)).to(device)
     torch.manual_seed(cfg.seed)
     model = STNClassifier(cfg.dataset, cfg.variant, cfg.st_transform).to(device)
+    if cfg.channels_last(device):  # conv outputs follow the weights' layout: the inputs need no change
+        model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg)
     train_x, train_y = splits.train_x, splits.train_y
     if cfg.train_size is not None:

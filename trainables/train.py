@@ -38,6 +38,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:<N>")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--test-passes", type=int, default=10, help="randomised passes over the test set (K)")
+    p.add_argument("--memory-format", default="auto", help="auto (channels_last on CPU), channels_last, contiguous")
     p.add_argument("--data-root", default=None, help="torchvision MNIST root; default: the embedded subset")
     p.add_argument("--download", action="store_true", help="download MNIST into --data-root if missing")
     p.add_argument("--out", default="runs/train", help="directory for result.json")
