@@ -94,6 +94,10 @@ def test_cluster_manifests_have_gpu_workers_and_token_auth():
     group = cluster["spec"]["workerGroupSpecs"][0]
     container = group["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] >= 1
-    assert {e["name"] for e in container["env"]} >= {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN"}
+    auth = cluster["spec"]["authOptions"]  # KubeRay's token auth: the operator sets the env on every container
+    assert auth["mode"] == "token" and tuple(map(int, cluster["spec"]["rayVersion"].split(".")[:2])) >= (2, 52)
     job = yaml.safe_load((DOCKER / "kuberay" / "driver-job.yaml").read_text())
-    assert "--cluster" in job["spec"]["template"]["spec"]["containers"][0]["command"]
+    driver = job["spec"]["template"]["spec"]["containers"][0]
+    assert "--cluster" in driver["command"]
+    token = next(e for e in driver["env"] if e["name"] == "RAY_AUTH_TOKEN")["valueFrom"]["secretKeyRef"]
+    assert token == {"name": auth["secretName"], "key": "auth_token"}  # the same Secret, KubeRay's key
