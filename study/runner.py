@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -91,27 +92,37 @@ class StudyRunner:
             paths.append(Path(self.tracking_uri.removeprefix("sqlite:///")).parent)
         return paths
 
-    def check_local_gpus(self) -> None:
-        """A local study can only ask for GPUs this machine has; checked before Ray starts."""
-        if self.use_cluster or self.cfg.resources.gpus == 0:
+    def check_local_resources(self) -> None:
+        """A local study can only ask for the CPUs and GPUs this machine has; checked before Ray starts."""
+        if self.use_cluster:
             return
         import torch
 
-        have = torch.cuda.device_count()
-        if self.cfg.resources.gpus > have:
-            raise cluster.ConfigError([f"resources.gpus: {self.cfg.resources.gpus:g} GPU per trial, but this machine "
-                                       f"has {have}: allowed 0 to {have} (or --cluster for a GPU cluster)"])
+        for kind, wanted, have in (("gpu", self.cfg.resources.gpus, torch.cuda.device_count()),
+                                   ("cpu", self.cfg.resources.cpus, os.cpu_count() or 1)):
+            if wanted > have:
+                raise cluster.ConfigError([f"resources.{kind}s: {wanted:g} {kind.upper()} per trial, but this machine "
+                                           f"has {have}: allowed 0 to {have} (or --cluster for a cluster)"])
 
     def start(self) -> StudyState:
-        self.check_local_gpus()
+        self.check_local_resources()
         check_free_space(self.watched_paths(), self.cfg.min_free_gb)
         splits = load_mnist(self.cfg.data_root, self.cfg.download)  # fails early on missing data
         self.say(splits.describe())
         if self.cfg.description:
             self.say(f"{self.cfg.name}: {self.cfg.description}")
-        self.connect()
         study_id = new_study_id(self.cfg.name)
-        experiment_id = ensure_experiment(self.client, self.cfg.name, artifact_root_for(self.tracking_uri, artifacts_root()))
+        artifact_root = artifact_root_for(self.tracking_uri, artifacts_root())
+        if self.use_cluster:  # every cluster check passes before MLflow is written to
+            self.connect()
+            experiment_id = ensure_experiment(self.client, self.cfg.name, artifact_root)
+        else:  # the local store's schema (~1.6 s for a new sqlite file) is set up while Ray starts
+            check_tracking_uri(self.tracking_uri)
+            with ThreadPoolExecutor(1) as pool:
+                experiment = pool.submit(ensure_experiment, MlflowClient(self.tracking_uri), self.cfg.name,
+                                         artifact_root)
+                self.connect()
+                experiment_id = experiment.result()
         device = "cuda" if (self.cfg.resources.gpus > 0 and self.cfg.device != "cpu") else "cpu"
         tags = provenance_tags(self.cfg.hash(), splits.source, splits.digest, device)
         parent = start_parent_run(self.client, experiment_id, study_id, self.cfg.to_yaml(), tags, self.cfg.description)

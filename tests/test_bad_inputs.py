@@ -33,6 +33,7 @@ CASES = [
     (["--set", "epochs=ten"], "epochs: Input should be a valid integer"),
     (["--set", "search.optimizer=[rmsprop]"], "search.optimizer.0: allowed: 'sgd' or 'adam'"),
     (["--set", "resources.gpus=0.5"], "resources.gpus: 0.5 GPU per trial, but this machine has 0: allowed 0 to 0"),
+    (["--cpus-per-trial", "64"], "resources.cpus: 64 CPU per trial, but this machine has"),
     (["--data-root", "no-such-dir"], "data_root: MNIST files missing under"),
     (["--data-root", CORRUPT], "data_root: cannot read the MNIST files under"),
     (["--tracking-uri", "ftp://example.org/store"], "tracking_uri: unsupported scheme 'ftp'"),
