@@ -8,8 +8,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SECRET_PATTERNS = {
     "private key": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
     "AWS access key": re.compile(r"AKIA[0-9A-Z]{16}"),
-    "token or password with a value": re.compile(
-        r"(?i)\b(RAY_AUTH_TOKEN|[A-Z_]*PASSWORD|[A-Z_]*SECRET[A-Z_]*)\s*[=:]\s*['\"]?(?![$'\"{<\s])[A-Za-z0-9+/_-]{8,}"),
+    "env-style token or password with a value": re.compile(
+        r"\b(RAY_AUTH_TOKEN|[A-Z_]*PASSWORD|[A-Z_]*SECRET[A-Z_]*)\s*[=:]\s*['\"]?(?![$'\"{<\s])[A-Za-z0-9+/_-]{8,}"),
+    "quoted password literal": re.compile(r"(?i)password['\"]?\s*[:=]\s*['\"](?![$<{])[^'\"\s]{6,}['\"]"),
     "credentials in a URI": re.compile(r"://[^/\s:@$]+:(?!\$)[^/\s:@]{6,}@"),
 }
 
@@ -34,15 +35,17 @@ def test_no_secret_is_committed():
 
 def test_the_secret_scan_would_catch_a_leak():
     leaks = ["RAY_AUTH_TOKEN=3f9c2a7b1d4e5f60718293a4b5c6d7e8", "POSTGRES_PASSWORD: hunter2hunter2",
-             "postgresql://mlflow:s3cr3tpass@db:5432/mlflow", "AKIAABCDEFGHIJKLMNOP"]
+             "postgresql://mlflow:s3cr3tpass@db:5432/mlflow", "AKIAABCDEFGHIJKLMNOP", 'password="hunter2hunter2"']
     assert all(any(rx.search(leak) for rx in SECRET_PATTERNS.values()) for leak in leaks)
-    safe = ["RAY_AUTH_TOKEN=", "RAY_AUTH_TOKEN: ${RAY_AUTH_TOKEN:?set it}", "postgresql://mlflow:${POSTGRES_PASSWORD}@x"]
+    safe = ["RAY_AUTH_TOKEN=", "RAY_AUTH_TOKEN: ${RAY_AUTH_TOKEN:?set it}", "postgresql://mlflow:${POSTGRES_PASSWORD}@x",
+            "secretName: stn-study-ray-token", "password=postgres.password"]
     assert not any(rx.search(line) for line in safe for rx in SECRET_PATTERNS.values())
 
 
 def test_documented_ui_and_server_commands_bind_to_loopback():
-    commands = [line for line in (ROOT / "README.md").read_text().splitlines()
-                if re.search(r"\bmlflow (ui|server)\b|\bray start\b", line) and not line.lstrip().startswith("|")]
+    blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    commands = [line for block in blocks for line in block.splitlines()
+                if re.search(r"\bmlflow (ui|server)\b|\bray start\b", line)]
     assert commands
     for line in commands:
         if "mlflow" in line:
