@@ -53,12 +53,27 @@ def connect(address: str | None) -> None:
         except OSError as err:
             raise ClusterError(f"cluster: no Ray cluster reachable at {target!r} ({err.strerror or err}); start one "
                                f"with `ray start --head` or pass --address host:6379") from None
+        _check_token(f"{host}:{port}", target)
     try:
         ray.init(address=target, logging_level=logging.WARNING, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ClusterError(f"cluster: no Ray cluster reachable at {target!r} ({first}); start one with "
                            f"`ray start --head` or pass --address host:6379") from None
+
+
+def _check_token(gcs_address: str, target: str) -> None:
+    """A wrong or missing token: one line in under a second (ray.init would log and retry for ~20 s)."""
+    from ray._raylet import GcsClient
+    from ray.exceptions import AuthenticationError
+
+    try:
+        GcsClient(address=gcs_address)
+    except AuthenticationError:
+        raise ClusterError(f"cluster: the Ray cluster at {target!r} refused our token: set RAY_AUTH_TOKEN (or "
+                           f"~/.ray/auth_token) to the cluster's token") from None
+    except Exception:  # noqa: BLE001 - anything else is for ray.init to report
+        pass
 
 
 @ray.remote(num_cpus=0)

@@ -159,9 +159,13 @@ def test_container_commands_on_loopback_with_token_auth(mlflow_server, tmp_path)
                str(tmp_path / "shared"), "--quiet"]
         proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        started = time.monotonic()
         wrong = subprocess.run(cmd[:-1] + ["--name", "no-token"], cwd=tmp_path, capture_output=True, text=True,
                                env={**env, "RAY_AUTH_TOKEN": "f" * 64}, timeout=120)
-        assert wrong.returncode != 0  # a driver without the cluster's token is turned away
+        assert wrong.returncode == 2  # a driver without the cluster's token is turned away, at once, in one line
+        assert wrong.stderr.strip().splitlines()[-1].startswith(f"error: cluster: the Ray cluster at '127.0.0.1:{port}' "
+                                                                f"refused our token")
+        assert time.monotonic() - started < 20
     finally:
         for process in (worker, head):
             if process is not None:
