@@ -185,7 +185,7 @@ def main(argv=None) -> int:
         return 130
     except RuntimeError as err:
         from study.disk import DiskSpaceError
-        from study.runner import TrackingBacklog
+        from study.setup import TrackingBacklog
 
         if not isinstance(err, (TrackingBacklog, DiskSpaceError)):
             raise

@@ -14,24 +14,16 @@ import logging
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import yaml
-from mlflow.tracking import MlflowClient
 from ray import tune
 
-from study import cluster
 from study.config import StudyConfig, validate
-from study.launch import artifacts_root, new_study_id, resolve_tracking_uri, storage_root
 from study.progress import Progress
+from study.setup import StudySetup
 from study.space import CellPruningScheduler, PerCellSearcher, SnapshotOnAddScheduler, cell_fields, trial_constants
-from study.state import StudyState, load_searcher_state, save_searcher, study_dir, write_deadline
-from study.disk import DiskGuard, check_free_space
-from study.spool import TrackingSpool
-from study.tracking import (SPOOLS, TrialTracker, artifact_root_for, check_tracking_uri, ensure_experiment,
-                            provenance_tags, start_parent_run)
-from trainables.data import load_mnist
+from study.state import StudyState, load_searcher_state, save_searcher, write_deadline
+from study.tracking import TrialTracker
 from trainables.tune_trainable import train_cell
 
 log = logging.getLogger(__name__)
@@ -41,120 +33,12 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 HPARAM_KEYS = ("optimizer", "lr", "loc_lr_mult", "momentum", "weight_decay", "batch_size")
 
 
-class TrackingBacklog(RuntimeError):
-    """The study ran, but the tracking server was still down at the end: updates wait in the journal."""
-
-
 class StudyInterrupted(KeyboardInterrupt):
     """Ctrl-C: running trials were checkpointed and their runs marked KILLED; the study is resumable."""
 
 
-class StudyRunner:
-    def __init__(self, cfg: StudyConfig, quiet: bool = False, max_hours: float | None = None,
-                 cluster_address: str | None = None, use_cluster: bool = False):
-        self.cfg, self.quiet, self.max_hours = cfg, quiet, max_hours
-        self.use_cluster, self.address = use_cluster, cluster_address
-        self.tracking_uri = resolve_tracking_uri(cfg)
-        remote = (cfg.storage_path or "").startswith("s3://")
-        self.storage = cfg.storage_path if remote else storage_root(cfg.storage_path)
-        self.state: StudyState | None = None
-        self.guard = DiskGuard(self.watched_paths(), cfg.min_free_gb)
-
-    def say(self, text: str) -> None:
-        if not self.quiet:
-            print(text, flush=True)
-
-    # ------------------------------------------------------------------ set-up, all before any trial
-    def connect(self) -> None:
-        check_tracking_uri(self.tracking_uri)
-        if self.use_cluster:
-            cluster.check_cluster_settings(self.tracking_uri, self.cfg.storage_path)
-            cluster.connect(self.address)
-            nodes = cluster.probe_storage(str(self.storage))
-            self.say(f"cluster: {nodes} nodes, storage {self.storage} reachable from all")
-        else:
-            Path(self.storage).mkdir(parents=True, exist_ok=True)
-            cluster.init_local()
-        import ray
-
-        for kind, wanted in (("GPU", self.cfg.resources.gpus), ("CPU", self.cfg.resources.cpus)):
-            have = ray.cluster_resources().get(kind, 0.0)
-            if wanted > have:
-                field = f"resources.{kind.lower()}s"
-                raise cluster.ConfigError([f"{field}: {wanted:g} {kind} per trial, but the Ray cluster has {have:g}: "
-                                           f"allowed 0 to {have:g}"])
-        self.client = MlflowClient(self.tracking_uri)
-
-    def watched_paths(self) -> list[Path]:
-        """Local paths the study writes to: each must keep ``min_free_gb`` free."""
-        paths = [] if str(self.storage).startswith("s3://") else [Path(self.storage)]
-        if self.tracking_uri.startswith("sqlite:///"):
-            paths.append(Path(self.tracking_uri.removeprefix("sqlite:///")).parent)
-        return paths
-
-    def check_local_resources(self) -> None:
-        """A local study can only ask for the CPUs and GPUs this machine has; checked before Ray starts."""
-        if self.use_cluster:
-            return
-        import torch
-
-        for kind, wanted, have in (("gpu", self.cfg.resources.gpus, torch.cuda.device_count()),
-                                   ("cpu", self.cfg.resources.cpus, os.cpu_count() or 1)):
-            if wanted > have:
-                raise cluster.ConfigError([f"resources.{kind}s: {wanted:g} {kind.upper()} per trial, but this machine "
-                                           f"has {have}: allowed 0 to {have} (or --cluster for a cluster)"])
-
-    def start(self) -> StudyState:
-        self.check_local_resources()
-        check_free_space(self.watched_paths(), self.cfg.min_free_gb)
-        splits = load_mnist(self.cfg.data_root, self.cfg.download)  # fails early on missing data
-        self.say(splits.describe())
-        if self.cfg.description:
-            self.say(f"{self.cfg.name}: {self.cfg.description}")
-        study_id = new_study_id(self.cfg.name)
-        artifact_root = artifact_root_for(self.tracking_uri, artifacts_root())
-        if self.use_cluster:  # every cluster check passes before MLflow is written to
-            self.connect()
-            experiment_id = ensure_experiment(self.client, self.cfg.name, artifact_root)
-        else:  # the local store's schema (~1.6 s for a new sqlite file) is set up while Ray starts
-            check_tracking_uri(self.tracking_uri)
-            with ThreadPoolExecutor(1) as pool:
-                experiment = pool.submit(ensure_experiment, MlflowClient(self.tracking_uri), self.cfg.name,
-                                         artifact_root)
-                self.connect()
-                experiment_id = experiment.result()
-        device = "cuda" if (self.cfg.resources.gpus > 0 and self.cfg.device != "cpu") else "cpu"
-        tags = provenance_tags(self.cfg.hash(), splits.source, splits.digest, device)
-        parent = start_parent_run(self.client, experiment_id, study_id, self.cfg.to_yaml(), tags, self.cfg.description)
-        self.state = StudyState(study_id, self.cfg.name, self.cfg.to_yaml(), self.tracking_uri, experiment_id, parent)
-        self.save_state()
-        self.open_spool()
-        self.say(f"study {study_id}: {len(self.cfg.cells())} cells, tracking {self.tracking_uri}, storage {self.storage}")
-        return self.state
-
-    def attach(self, state: StudyState) -> None:
-        """Resume: reuse the study's parent run and directory."""
-        self.state = state
-        check_free_space(self.watched_paths(), self.cfg.min_free_gb)
-        self.connect()
-        self.open_spool()  # first replays whatever an earlier driver could not send
-        self.client.update_run(state.parent_run_id, status="RUNNING")
-        self.client.log_text(state.parent_run_id, self.cfg.to_yaml(), f"config/resume-{int(time.time())}.yaml")
-        self.say(f"resuming study {state.study_id} (tracking {self.tracking_uri}, storage {self.storage})")
-
-    def open_spool(self) -> None:
-        remote = str(self.storage).startswith("s3://")
-        where = artifacts_root() / "spool" / self.state.study_id if remote else self.directory / "tracking-spool"
-        self.spool = TrackingSpool(self.tracking_uri, where, self.state.experiment_id, self.state.study_id,
-                                   say=lambda text: print(text, file=sys.stderr, flush=True))  # even with --quiet
-        SPOOLS[self.state.study_id] = self.spool  # also for trackers that Tuner.restore unpickles
-
-    @property
-    def directory(self) -> Path:
-        return study_dir(Path(self.storage), self.state.study_id)
-
-    def save_state(self) -> None:
-        self.state.save(self.directory)
+class StudyRunner(StudySetup):
+    """The search stage, the final stage and the whole study, on top of ``StudySetup``."""
 
     # ------------------------------------------------------------------ Tune plumbing
     def _trainable(self):
@@ -324,20 +208,6 @@ class StudyRunner:
         now, step = int(time.time() * 1000), len(self.state.search_runs)
         self.spool.submit("metrics", run_id=self.state.parent_run_id,
                           metrics=[[k, float(v), now, step] for k, v in metrics.items()])
-
-    def _flush_tracking(self, wait: bool) -> None:
-        """Wait for the tracking server to take every update; if it stays down, say how they get there."""
-        pending = self.spool.flush(timeout=5.0)
-        if pending and wait:
-            self.say(f"tracking: waiting up to {self.cfg.tracking_wait_s:g} s for {self.tracking_uri} to take "
-                     f"{pending} spooled updates")
-            pending = self.spool.flush(timeout=self.cfg.tracking_wait_s)
-        if pending and not wait:  # interrupted or failed: that error is the one to show
-            print(f"tracking: {pending} updates kept in {self.spool.journal} for the next --resume", file=sys.stderr)
-        elif pending:
-            raise TrackingBacklog(f"tracking: {pending} updates could not be sent to {self.tracking_uri}; they are "
-                                  f"kept in {self.spool.journal} and sent by: python -m study.launch --resume "
-                                  f"{self.state.study_id}")
 
 
 def config_of(state: StudyState, changes: dict) -> StudyConfig:
