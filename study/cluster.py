@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import uuid
 from pathlib import Path
 
@@ -44,6 +45,9 @@ def check_cluster_settings(tracking_uri: str, storage_path: str | None) -> None:
 def connect(address: str | None) -> None:
     """Join a running cluster; one clear line if there is none."""
     target = address or os.environ.get("RAY_ADDRESS") or "auto"
+    if target.startswith("ray://"):  # Tune would run the experiment remotely, away from the driver's tracking
+        raise ClusterError(f"cluster: Ray Client addresses ({target!r}) are not supported: run the driver on a "
+                           f"cluster node (or as the stack's driver container / Job) with --address host:6379")
     if ray.is_initialized():
         return
     host, sep, port = target.removeprefix("ray://").rpartition(":")
@@ -62,18 +66,32 @@ def connect(address: str | None) -> None:
                            f"`ray start --head` or pass --address host:6379") from None
 
 
-def _check_token(gcs_address: str, target: str) -> None:
-    """A wrong or missing token: one line in under a second (ray.init would log and retry for ~20 s)."""
-    from ray._raylet import GcsClient
-    from ray.exceptions import AuthenticationError
+def _check_token(gcs_address: str, target: str, timeout: float = 5.0) -> None:
+    """A wrong or missing token: one line in under a second (ray.init would log and retry for ~20 s).
 
-    try:
-        GcsClient(address=gcs_address)
-    except AuthenticationError:
+    Asked in a helper thread with a time limit: a port that is not a GCS makes the client wait ~40 s,
+    and anything but a clear refusal is left for ``ray.init`` to report.
+    """
+    refused = []
+
+    def ask() -> None:
+        try:
+            from ray._raylet import GcsClient
+            from ray.exceptions import AuthenticationError
+
+            try:
+                GcsClient(address=gcs_address)
+            except AuthenticationError:
+                refused.append(True)
+        except Exception:  # noqa: BLE001 - older Ray without token auth, or not a GCS
+            pass
+
+    thread = threading.Thread(target=ask, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if refused:
         raise ClusterError(f"cluster: the Ray cluster at {target!r} refused our token: set RAY_AUTH_TOKEN (or "
-                           f"~/.ray/auth_token) to the cluster's token") from None
-    except Exception:  # noqa: BLE001 - anything else is for ray.init to report
-        pass
+                           f"~/.ray/auth_token) to the cluster's token")
 
 
 @ray.remote(num_cpus=0)

@@ -20,6 +20,7 @@ from ray import tune
 
 from study.config import StudyConfig, validate
 from study.progress import Progress
+from study.disk import DiskGuard
 from study.setup import StudySetup
 from study.space import CellPruningScheduler, PerCellSearcher, SnapshotOnAddScheduler, cell_fields, trial_constants
 from study.state import StudyState, load_searcher_state, save_searcher, write_deadline
@@ -127,7 +128,7 @@ class StudyRunner(StudySetup):
         """Final runs MLflow already holds (same cell, seed and hyper-parameters, completed) are not rerun."""
         if not self.state.final_runs:
             return configs  # no final run yet: nothing to look up (and no need for the server right now)
-        self.spool.flush()
+        self._flush_tracking(wait=True)  # what MLflow holds must be up to date; raises if it stays down
         runs = self.client.search_runs([self.state.experiment_id], f"tags.study_id = '{self.state.study_id}' and "
                                        f"tags.stage = 'final' and tags.outcome = 'completed'", max_results=5000)
         done = {(r.data.tags["cell"], r.data.tags["seed"], tuple(r.data.params.get(k) for k in HPARAM_KEYS))
@@ -172,12 +173,14 @@ class StudyRunner(StudySetup):
         status, state_status, ran_through = "FAILED", "failed", False
         try:
             searcher = self.search()
+            self._raise_if_disk_short()
             if searcher.budget_exhausted():
                 status, state_status = "FINISHED", "budget-exhausted"
                 self.say(f"time budget of {self.max_hours:g} h reached: no new trials were scheduled and the final "
                          f"stage was not started; continue with --resume {self.state.study_id}")
             else:
                 self.final(searcher)
+                self._raise_if_disk_short()
                 status, state_status = "FINISHED", "finished"
             self._summarise(searcher, time.monotonic() - started)
             ran_through = True
@@ -199,6 +202,11 @@ class StudyRunner(StudySetup):
 
             build_report(self.tracking_uri, self.state.study_id)
         return self.state.study_id
+
+    def _raise_if_disk_short(self) -> None:
+        """The guard tripped on a stage's very last result (nothing left to interrupt): still stop."""
+        if DiskGuard.tripped is not None:
+            raise KeyboardInterrupt
 
     def _summarise(self, searcher: PerCellSearcher, seconds: float) -> None:
         counts = searcher.counts()

@@ -25,6 +25,16 @@ from study.tracking import (SPOOLS, artifact_root_for, check_tracking_uri, ensur
 from trainables.data import load_mnist
 
 
+def local_cpus() -> int:
+    """The CPUs a local Ray instance will offer (Ray's own count honours container CPU limits)."""
+    try:
+        from ray._private.utils import get_num_cpus
+
+        return int(get_num_cpus())
+    except Exception:  # noqa: BLE001 - a private helper: fall back to the OS count
+        return os.cpu_count() or 1
+
+
 class TrackingBacklog(RuntimeError):
     """The study ran, but the tracking server was still down at the end: updates wait in the journal."""
 
@@ -81,7 +91,7 @@ class StudySetup:
         import torch
 
         for kind, wanted, have in (("gpu", self.cfg.resources.gpus, torch.cuda.device_count()),
-                                   ("cpu", self.cfg.resources.cpus, os.cpu_count() or 1)):
+                                   ("cpu", self.cfg.resources.cpus, local_cpus())):
             if wanted > have:
                 raise cluster.ConfigError([f"resources.{kind}s: {wanted:g} {kind.upper()} per trial, but this machine "
                                            f"has {have}: allowed 0 to {have} (or --cluster for a cluster)"])
@@ -120,6 +130,7 @@ class StudySetup:
         check_free_space(self.watched_paths(), self.cfg.min_free_gb)
         self.connect()
         self.open_spool()  # first replays whatever an earlier driver could not send
+        self._flush_tracking(wait=True)  # ... before the parent run is marked RUNNING again
         self.client.update_run(state.parent_run_id, status="RUNNING")
         self.client.log_text(state.parent_run_id, self.cfg.to_yaml(), f"config/resume-{int(time.time())}.yaml")
         self.say(f"resuming study {state.study_id} (tracking {self.tracking_uri}, storage {self.storage})")

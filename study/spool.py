@@ -18,11 +18,11 @@ import queue
 import shutil
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Callable
 
 from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
@@ -33,15 +33,17 @@ JOURNAL, APPLIED = "journal.jsonl", "applied"
 PERMANENT_ATTEMPTS = 3  # a request the reachable server keeps refusing is dropped, with a warning
 
 
-def server_answers(uri: str, timeout: float = 3.0) -> bool:
-    """True for local stores; for a server, whether ``/health`` answers."""
-    if not uri.startswith(("http://", "https://")):
-        return True
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
-            return response.status == 200
-    except OSError:
-        return False
+def is_refusal(err: Exception) -> bool:
+    """A request the store answered and rejected (retrying cannot help), as opposed to an outage.
+
+    Classified by the error itself, not by ``/health`` (which answers while the database behind the
+    server is down): an MLflow 4xx other than 408/429 is a refusal; 5xx, timeouts and connection
+    errors are outages; any other error counts as a refusal so a bad update cannot block the queue.
+    """
+    if isinstance(err, MlflowException):
+        status = err.get_http_status_code()
+        return 400 <= status < 500 and status not in (408, 429)
+    return not isinstance(err, (OSError, TimeoutError))
 
 
 class TrackingSpool:
@@ -62,12 +64,14 @@ class TrackingSpool:
         self._pending = 0
         self._idle = threading.Condition(self._lock)
         self._seq = self._applied = self._read_applied()
+        self._end_journal_line()
         for op in self._journal_after(self._applied):  # left by a driver that stopped during an outage
             self._seq = op["seq"]
             self._enqueue(op)
         if self._pending:
             self.say(f"tracking: replaying {self._pending} updates kept in {self.journal}")
-        threading.Thread(target=self._work, name="tracking-spool", daemon=True).start()
+        self._thread = threading.Thread(target=self._work, name="tracking-spool", daemon=True)
+        self._thread.start()
 
     @property
     def journal(self) -> Path:
@@ -94,7 +98,7 @@ class TrackingSpool:
         """Wait until every update is applied (or ``timeout`` s pass); returns how many are still pending."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._idle:
-            while self._pending:
+            while self._pending and self._thread.is_alive():
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     break
@@ -110,6 +114,7 @@ class TrackingSpool:
         """Stop applying (what is left stays in the journal for the next spool on this directory)."""
         self._closed.set()
         self._queue.put(None)
+        self._thread.join(timeout=10)
 
     def _work(self) -> None:
         while True:
@@ -118,10 +123,16 @@ class TrackingSpool:
                 return
             with self._idle:
                 self._applied = op["seq"]
-                (self.directory / APPLIED).write_text(str(self._applied))
+                try:
+                    tmp = self.directory / (APPLIED + ".tmp")
+                    tmp.write_text(str(self._applied))
+                    tmp.replace(self.directory / APPLIED)
+                    if self._pending == 1:
+                        self._compact()
+                except OSError as err:  # e.g. a full disk: the journal is longer, nothing is lost
+                    log.warning("tracking: cannot record progress in %s: %s", self.directory, err)
                 self._pending -= 1
                 if not self._pending:
-                    self._compact()
                     self._idle.notify_all()
 
     def _apply_with_retries(self, op: dict) -> bool:
@@ -135,12 +146,12 @@ class TrackingSpool:
                              f"replaying the spooled updates")
                     self.outage_since = None
                 return True
-            except Exception as err:  # noqa: BLE001 - the server decides what failed; we only classify
-                if server_answers(self.uri):
+            except Exception as err:  # noqa: BLE001 - classified below; never kills the thread
+                if is_refusal(err):
                     refused += 1
                     if refused >= PERMANENT_ATTEMPTS:
-                        log.warning("tracking: dropped %s update for %s: %s", op["op"], op.get("key"),
-                                    str(err).splitlines()[0][:300])
+                        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+                        log.warning("tracking: dropped %s update for %s: %s", op["op"], op.get("key"), reason)
                         return True
                 elif self.outage_since is None:
                     self.outage_since = time.time()
@@ -153,6 +164,18 @@ class TrackingSpool:
     def _compact(self) -> None:
         """Everything applied: start an empty journal (called with the lock held)."""
         self.journal.unlink(missing_ok=True)
+
+    def _end_journal_line(self) -> None:
+        """A driver killed mid-write leaves a partial last line: end it so the next update starts clean."""
+        try:
+            with self.journal.open("rb") as f:
+                f.seek(-1, 2)
+                cut = f.read(1) != b"\n"
+            if cut:
+                with self.journal.open("a") as f:
+                    f.write("\n")
+        except OSError:  # no journal yet
+            pass
 
     def _read_applied(self) -> int:
         try:
@@ -199,9 +222,10 @@ class TrackingSpool:
         kind = op["op"]
         if kind == "open":
             existing = self._find(op["key"])
-            if existing:  # a resumed trial keeps its run
+            if existing:  # a resumed trial keeps its run (params again: the first try may have stopped before them)
                 self._attach(op["key"], existing)
                 self.client.update_run(existing, status="RUNNING")
+                self.client.log_batch(existing, params=[Param(k, v) for k, v in op["params"].items()])
                 return
             run = self.client.create_run(self.experiment_id, run_name=op["run_name"], tags=op["tags"])
             self.runs[op["key"]], self.last_step[run.info.run_id] = run.info.run_id, 0

@@ -171,3 +171,10 @@ def test_container_commands_on_loopback_with_token_auth(mlflow_server, tmp_path)
             if process is not None:
                 os.killpg(process.pid, 15)
                 process.wait(timeout=60)
+
+
+def test_ray_client_addresses_are_refused_in_one_line():
+    from study.cluster import connect
+
+    with pytest.raises(ClusterError, match=r"^cluster: Ray Client addresses \('ray://head:10001'\) are not supported"):
+        connect("ray://head:10001")

@@ -94,3 +94,33 @@ def test_a_request_the_server_refuses_is_dropped_not_retried_forever(server, tmp
     assert spool.flush(timeout=60) == 0
     assert run_of(client, experiment_id, "t1").data.params == {"lr": "0.01"}
     spool.close()
+
+
+def test_refusals_and_outages_are_told_apart_by_the_error():
+    from mlflow.exceptions import MlflowException, RestException
+
+    from study.spool import is_refusal
+
+    def answered(code):  # what the client raises for an error answer of the server
+        return RestException({"error_code": code, "message": code})
+
+    assert is_refusal(answered("RESOURCE_DOES_NOT_EXIST")) and is_refusal(answered("INVALID_PARAMETER_VALUE"))
+    assert not is_refusal(answered("TEMPORARILY_UNAVAILABLE"))  # 503: e.g. the database behind the server
+    assert not is_refusal(answered("REQUEST_LIMIT_EXCEEDED"))  # 429
+    assert not is_refusal(MlflowException("API request failed with exception ConnectionError"))  # 500
+    assert not is_refusal(ConnectionRefusedError()) and not is_refusal(TimeoutError())
+    assert is_refusal(ValueError("a malformed update"))  # never blocks the queue
+
+
+def test_a_journal_line_cut_by_a_crash_is_skipped_and_the_next_update_kept(tmp_path):
+    dead = MlflowServer(tmp_path / "server")  # never started
+    spool = TrackingSpool(dead.uri, tmp_path / "spool", "0", "s1", say=lambda _: None)
+    epoch(spool, "t1", 1)
+    spool.close()
+    with spool.journal.open("a") as f:
+        f.write('{"seq": 2, "op": "metr')  # the driver died mid-write
+    again = TrackingSpool(dead.uri, tmp_path / "spool", "0", "s1", say=lambda _: None)
+    epoch(again, "t1", 2)
+    again.close()
+    ops = TrackingSpool(dead.uri, tmp_path / "spool", "0", "s1", say=lambda _: None)._journal_after(0)
+    assert [op.get("epoch") for op in ops] == [1, 2]
