@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import subprocess
 import time
@@ -220,16 +221,27 @@ def log_final_model(tracking_uri: str, run_id: str, directory: Path) -> None:
     """Log a final-stage model as an MLflow PyTorch model (rebuilt from its state dict)."""
     import mlflow.pytorch
     import torch
+    from mlflow.tracking._tracking_service import utils as tracking_utils
 
     from trainables.models import STNClassifier
 
     spec = json.loads((directory / "model_spec.json").read_text())
     model = STNClassifier(spec["dataset"], spec["variant"], spec["st_transform"])
     model.load_state_dict(torch.load(directory / "model.pt", map_location="cpu"))
-    mlflow.set_tracking_uri(tracking_uri)
     requirements = [f"torch=={metadata.version('torch')}", f"torchvision=={metadata.version('torchvision')}"]
     side = model.arch.input_side
     example = np.zeros((1, 1, side, side), dtype=np.float32)
-    with mlflow.start_run(run_id=run_id, nested=True):
-        mlflow.pytorch.log_model(model, name="model", pip_requirements=requirements, input_example=example,
-                                 serialization_format="pickle")
+    # mlflow's fluent API needs the global tracking URI, and setting it also sets $MLFLOW_TRACKING_URI:
+    # both are put back so a later study or report in this process keeps its own default store
+    env_before, uri_before = os.environ.get("MLFLOW_TRACKING_URI"), tracking_utils._tracking_uri
+    try:
+        mlflow.set_tracking_uri(tracking_uri)
+        with mlflow.start_run(run_id=run_id, nested=True):
+            mlflow.pytorch.log_model(model, name="model", pip_requirements=requirements, input_example=example,
+                                     serialization_format="pickle")
+    finally:
+        mlflow.set_tracking_uri(uri_before)
+        if env_before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env_before

@@ -1,5 +1,7 @@
 """A tiny end-to-end study on real Ray Tune, Optuna and MLflow (sqlite store) through ``run(config)``."""
 
+import os
+
 import mlflow
 import mlflow.pytorch
 import pytest
@@ -24,7 +26,10 @@ def study(ray_local, tmp_path_factory):
         "overrides": {"STN-C0": {"optimizer": ["sgd"], "lr": {"low": 1e-7, "high": 2e-7, "log": True},
                                  "momentum": {"low": 0.0, "high": 0.0}}},
     })
+    env_before = os.environ.get("MLFLOW_TRACKING_URI")
     study_id = run(cfg, quiet=True)
+    # logging final models must not leave this store as the process-wide default for later studies
+    assert os.environ.get("MLFLOW_TRACKING_URI") == env_before
     return study_id, uri, load_study(MlflowClient(uri), study_id).runs
 
 
@@ -77,13 +82,13 @@ def test_final_stage_retrains_each_cells_val_best_config_with_every_seed(study):
             assert row["outcome"] == "completed" and row["param.epochs"] == str(EPOCHS)
 
 
-def test_artifacts_figures_and_final_models(study):
+def test_artifacts_figures_and_final_models(study, monkeypatch):
     study_id, uri, runs = study
     client = MlflowClient(uri)
     stn_final = runs[(runs["stage"] == "final") & (runs["cell"] == "rotated-mnist/STN-C0")].iloc[0]
     names = {a.path for a in client.list_artifacts(stn_final["run_id"], "figures")}
     assert {"figures/angle_plot.png", "figures/aligned_examples.png", "figures/figures.npz"} <= names
-    mlflow.set_tracking_uri(uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # mlflow's fluent API; put back after the test
     experiment = [client.get_experiment_by_name("e2e").experiment_id]
     models = mlflow.search_logged_models(experiment, f"source_run_id = '{stn_final['run_id']}'", output_format="list")
     assert len(models) == 1
