@@ -212,7 +212,7 @@ def scaling(splits) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m study.bench", description=__doc__)
-    p.add_argument("--quick", action="store_true", help="small sizes (about a minute or two)")
+    p.add_argument("--quick", action="store_true", help="small sizes (about 45 s; noisier ratios)")
     p.add_argument("--out", help="write the JSON here too")
     args = p.parse_args(argv)
     quick = args.quick
