@@ -95,6 +95,18 @@ def data_speedup(digits: torch.Tensor, workers: int) -> dict:
     return out
 
 
+def training_step(forward, optimizer):
+    """One forward + backward + Adam step: the compute bound and the step options time this."""
+
+    def step(images, labels):
+        loss = torch.nn.functional.cross_entropy(forward(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
 def train_vs_bound(splits, variant: str, epochs: int, train_size: int) -> dict:
     cfg = TrainConfig(dataset="rotated-mnist", variant=variant, epochs=epochs, train_size=train_size,
                       optimizer="adam", lr=1e-3, device="cpu", test_passes=1)
@@ -108,13 +120,11 @@ def train_vs_bound(splits, variant: str, epochs: int, train_size: int) -> dict:
     stream = DistortedStream(splits.train_x[:train_size], splits.train_y[:train_size],
                              make_distortion("rotated-mnist"), 256, splits.train_x)
     batches = list(stream.batches(0))  # pre-generated: the bound excludes data generation
+    step = training_step(model, optimizer)
 
     def compute():
         for images, labels, _ in batches:
-            loss = torch.nn.functional.cross_entropy(model(images), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            step(images, labels)
 
     compute()
     bound = float(max(images_per_second(compute, train_size) for _ in range(max(1, epochs - 1))))  # likewise
@@ -136,13 +146,7 @@ def step_options(splits, variant: str = "STN-SL1", steps: int = 12) -> dict:
         if "channels_last" in option:
             model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-        forward = torch.compile(model) if "compile" in option else model
-
-        def step(images, labels):
-            loss = torch.nn.functional.cross_entropy(forward(images), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        step = training_step(torch.compile(model) if "compile" in option else model, optimizer)
 
         started = time.perf_counter()
         step(*batches[0][:2])  # the first step pays compilation
@@ -194,7 +198,7 @@ def study_overhead(epochs: int, train_size: int, trials_per_cell: int) -> dict:
             "after_last_trial_s": wall - last_end,
             # where the overhead goes, as shares of slot time: before the first trial (imports, Ray,
             # MLflow schema, first worker), around each trial (actor start/reuse, reporting), idle slots
-            "share_startup": first_start * slots / (wall * slots),
+            "share_startup": first_start / wall,
             "share_trial_wrap": (in_tune - work) / (wall * slots),
             "share_idle_slots": (wall * slots - in_tune - first_start * slots) / (wall * slots)}
 
