@@ -130,6 +130,7 @@ class StudyConfig(Strict):
     grace_period: int = Field(1, ge=1)
     reduction_factor: int = Field(3, ge=2)
     final_seeds: list[int] = Field(default_factory=lambda: [0])
+    overlap_final: bool = True  # a cell's final runs start in the search run's idle slots once its search is over
     seed: int = 0
     resources: Resources = Field(default_factory=Resources)
     max_concurrent_trials: int = Field(2, ge=1)

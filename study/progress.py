@@ -36,7 +36,8 @@ class Progress(tune.Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         config = {**trial.config, **trial.config.get("spec", {})}
-        self.cell_of[trial.trial_id] = config["cell"]
+        early_final = config.get("stage") == "final" and self.stage != "final"  # started in a search slot
+        self.cell_of[trial.trial_id] = f"{config['cell']} final" if early_final else config["cell"]
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "epoch" in result and not result.get("outcome"):
@@ -74,7 +75,7 @@ class Progress(tune.Callback):
         finished = len(self.outcomes)
         lines = [f"[{self.stage}] {finished}/{self.total} trials done  elapsed {_fmt_seconds(elapsed)}  "
                  f"ETA {'?' if eta is None else _fmt_seconds(eta)}"]
-        for cell in self.cells:
+        for cell in self.cells + sorted(set(self.cell_of.values()) - set(self.cells)):
             ids = [t for t, c in self.cell_of.items() if c == cell]
             states = [self.outcomes.get(t, "running") for t in ids]
             best = self.best.get(cell)

@@ -22,7 +22,8 @@ from study.config import StudyConfig, validate
 from study.progress import Progress
 from study.disk import DiskGuard
 from study.setup import StudySetup
-from study.space import CellPruningScheduler, PerCellSearcher, SnapshotOnAddScheduler, cell_fields, trial_constants
+from study.schedulers import CellPruningScheduler, SnapshotOnAddScheduler
+from study.space import HPARAM_KEYS, PerCellSearcher, final_key
 from study.state import StudyState, load_searcher_state, save_searcher, write_deadline
 from study.tracking import TrialTracker
 from trainables.tune_trainable import train_cell
@@ -31,7 +32,6 @@ log = logging.getLogger(__name__)
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # Checkpointing every epoch (so a crashed trial loses at most one) makes Tune snapshot often; that is intended.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-HPARAM_KEYS = ("optimizer", "lr", "loc_lr_mult", "momentum", "weight_decay", "batch_size")
 
 
 class StudyInterrupted(KeyboardInterrupt):
@@ -84,17 +84,19 @@ class StudyRunner(StudySetup):
         if saved is not None:
             searcher.continue_with(saved, self.cfg)
         if searcher.remaining() and not searcher.budget_exhausted():
+            searcher.finals_done |= self._finals_in_mlflow()  # a later search run must not repeat them early
             name = f"search-{len(runs) + 1}"
             runs.append(name)
             complete.append(False)
             self.save_state()
             callbacks = [self._tracker(searcher), self.guard]
+            samples = searcher.remaining() + searcher.finals_bound()  # an upper bound: the searcher ends the run
             if not self.quiet:
-                callbacks.append(Progress("search", list(searcher.cells), searcher.remaining(), self.cfg.epochs))
+                callbacks.append(Progress("search", list(searcher.cells), samples, self.cfg.epochs))
             tuner = tune.Tuner(
                 self._trainable(), param_space={},
                 tune_config=tune.TuneConfig(search_alg=searcher, scheduler=CellPruningScheduler(searcher),
-                                            metric="val_error", mode="min", num_samples=searcher.remaining(),
+                                            metric="val_error", mode="min", num_samples=samples,
                                             max_concurrent_trials=self.cfg.max_concurrent_trials, reuse_actors=True),
                 run_config=self._run_config(name, callbacks))
             tuner.fit()
@@ -106,34 +108,35 @@ class StudyRunner(StudySetup):
 
     def _mark_search_done(self) -> None:
         state = load_searcher_state(self.directory)
-        if state and state["live"]:  # trials still in flight: Tune was interrupted
+        if state and (state["live"] or state.get("final_live")):  # trials still in flight: Tune was interrupted
             raise StudyInterrupted()
         self.state.search_complete[-1] = True
         self.save_state()
 
     # ------------------------------------------------------------------ the final stage
     def final_configs(self, searcher: PerCellSearcher) -> list[dict]:
-        best = searcher.best_per_cell()
         configs = []
-        for key, cell in searcher.cells.items():
-            if key not in best:
+        for key in searcher.cells:
+            cell_configs = searcher.final_configs(key)
+            if not cell_configs and self.cfg.final_seeds:
                 self.say(f"warning: {key} has no completed search trial (all diverged, failed or pruned): no final runs")
-                continue
-            for seed in self.cfg.final_seeds:
-                configs.append({**trial_constants(self.cfg, "final"), **cell_fields(cell), "seed": seed,
-                                "selected_from": best[key]["trial_number"], **best[key]["hparams"]})
+            configs += cell_configs
         return configs
 
-    def _already_done(self, configs: list[dict]) -> list[dict]:
-        """Final runs MLflow already holds (same cell, seed and hyper-parameters, completed) are not rerun."""
+    def _finals_in_mlflow(self) -> set[tuple]:
+        """Final runs MLflow holds as completed; looked up only once a final stage has run."""
         if not self.state.final_runs:
-            return configs  # no final run yet: nothing to look up (and no need for the server right now)
+            return set()  # no final stage yet: nothing to look up (and no need for the server right now)
         self._flush_tracking(wait=True)  # what MLflow holds must be up to date; raises if it stays down
         runs = self.client.search_runs([self.state.experiment_id], f"tags.study_id = '{self.state.study_id}' and "
                                        f"tags.stage = 'final' and tags.outcome = 'completed'", max_results=5000)
-        done = {(r.data.tags["cell"], r.data.tags["seed"], tuple(r.data.params.get(k) for k in HPARAM_KEYS))
+        return {(r.data.tags["cell"], r.data.tags["seed"], tuple(r.data.params.get(k) for k in HPARAM_KEYS))
                 for r in runs}
-        return [c for c in configs if (c["cell"], str(c["seed"]), tuple(str(c[k]) for k in HPARAM_KEYS)) not in done]
+
+    def _already_done(self, configs: list[dict], searcher: PerCellSearcher) -> list[dict]:
+        """Final runs that completed — early in a search run, or in MLflow from an earlier final stage — are not rerun."""
+        done = searcher.finals_done | self._finals_in_mlflow()
+        return [c for c in configs if final_key(c) not in done]
 
     def final(self, searcher: PerCellSearcher) -> None:
         runs, complete = self.state.final_runs, self.state.final_complete
@@ -143,7 +146,7 @@ class StudyRunner(StudySetup):
             else:
                 complete[-1] = True
                 self.save_state()
-        todo = self._already_done(self.final_configs(searcher))
+        todo = self._already_done(self.final_configs(searcher), searcher)
         if not todo:
             return
         name = f"final-{len(runs) + 1}"

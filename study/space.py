@@ -1,10 +1,16 @@
 """Per-cell search: one seeded Optuna study per cell inside a single Tune run.
 
 ``PerCellSearcher`` is a Tune ``Searcher`` that asks the cell's own Optuna study (TPE, seeded per
-cell) for hyper-parameters and tells it the outcome; ``CellPruningScheduler`` asks that same cell's
-Optuna pruner whether to stop a trial. So a trial is only ever compared with trials of its own
-cell: STN-C1's trials are never pruned for being worse than STN-SL1's, and each cell's best trial
-trains to the end. Cells are interleaved round-robin so that they run concurrently.
+cell) for hyper-parameters and tells it the outcome; ``study.schedulers.CellPruningScheduler`` asks
+that same cell's Optuna pruner whether to stop a trial. So a trial is only ever compared with trials
+of its own cell: STN-C1's trials are never pruned for being worse than STN-SL1's, and each cell's
+best trial trains to the end.
+
+A free slot goes to the cell with the most work left (its trials still to start × its measured trial
+time): the longest work starts first, so the study does not end on one long trial running alone.
+Once a cell's search is over, its final runs (val-best configuration × seeds) are scheduled in the
+same Tune run, into slots the other cells' search would leave idle (``overlap_final``); the final
+stage then runs only what is left.
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ import time
 from pathlib import Path
 
 import optuna
-from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from study.config import Cell, Range, SearchSpace, StudyConfig
@@ -25,6 +30,8 @@ from study.state import read_deadline, save_searcher
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger(__name__)
 METRIC, MODE = "val_error", "min"
+HPARAM_KEYS = ("optimizer", "lr", "loc_lr_mult", "momentum", "weight_decay", "batch_size")
+FINAL_ENDS = ("completed",)  # a final run that diverged or failed early is tried again by the final stage
 
 
 def cell_seed(seed: int, key: str) -> int:
@@ -71,8 +78,13 @@ def cell_fields(cell: Cell) -> dict:
     return {"cell": cell.key, "dataset": cell.dataset, "variant": cell.variant, "st_transform": cell.st_transform}
 
 
+def final_key(config: dict) -> tuple:
+    """What makes two final runs the same: cell, seed and hyper-parameters, as MLflow stores them."""
+    return (config["cell"], str(config["seed"]), tuple(str(config[k]) for k in HPARAM_KEYS))
+
+
 class PerCellSearcher(Searcher):
-    """One Optuna study per cell; round-robin over cells until each has ``trials_per_cell`` trials."""
+    """One Optuna study per cell until each has ``trials_per_cell`` trials, then the cells' final runs."""
 
     def __init__(self, cfg: StudyConfig, directory: Path | None = None):
         super().__init__(metric=METRIC, mode=MODE)
@@ -82,7 +94,12 @@ class PerCellSearcher(Searcher):
         self.studies = {key: self._new_study(key) for key in self.cells}
         self.live: dict[str, tuple[str, int]] = {}  # Tune trial id -> (cell key, Optuna trial number)
         self.pruned: set[str] = set()
+        self.seconds: dict[str, list[float]] = {}  # cell -> its ended search trials' trial_seconds
+        self.final_live: dict[str, tuple] = {}  # Tune trial id -> final_key of a final run started early
+        self.finals_tried: set[tuple] = set()  # final runs started by a search run (never twice there)
+        self.finals_done: set[tuple] = set()  # final runs known to have completed
         self._trials: dict[str, optuna.Trial] = {}
+        self._suggested_at: dict[str, float] = {}
 
     def _new_study(self, key: str) -> optuna.Study:
         sampler = optuna.samplers.TPESampler(seed=cell_seed(self.cfg.seed, key))
@@ -103,15 +120,66 @@ class PerCellSearcher(Searcher):
     def remaining(self) -> int:
         return sum(max(0, self.cfg.trials_per_cell - self.started(k)) for k in self.cells)
 
+    def finals_bound(self) -> int:
+        """At most this many final runs can start inside a search run."""
+        if not self.cfg.overlap_final:
+            return 0
+        return max(0, len(self.cells) * len(self.cfg.final_seeds) - len(self.finals_tried | self.finals_done))
+
     def _autosave(self) -> None:
         if self.directory is not None:
             save_searcher(self.directory, self)
 
+    # ---- which cell gets a free slot
+    def _searching(self, key: str) -> bool:
+        return any(cell == key for cell, _ in self.live.values())
+
+    def final_configs(self, key: str) -> list[dict]:
+        """The cell's final runs: its val-best configuration × the seeds (none before a trial completed)."""
+        best = self.best_per_cell().get(key)
+        if best is None:
+            return []
+        return [{**trial_constants(self.cfg, "final"), **cell_fields(self.cells[key]), "seed": seed,
+                 "selected_from": best["trial_number"], **best["hparams"]} for seed in self.cfg.final_seeds]
+
+    def _finals_ready(self, key: str) -> list[dict]:
+        if not self.cfg.overlap_final or self.started(key) < self.cfg.trials_per_cell or self._searching(key):
+            return []
+        return [c for c in self.final_configs(key) if final_key(c) not in self.finals_tried | self.finals_done]
+
+    def _trial_estimate(self, key: str) -> float:
+        """A cell's mean ended-trial time; before one ended, the longest known (or elapsed) time."""
+        if self.seconds.get(key):
+            return sum(self.seconds[key]) / len(self.seconds[key])
+        known = [sum(s) / len(s) for s in self.seconds.values() if s]
+        now = time.time()
+        elapsed = [now - self._suggested_at[t] for t, (cell, _) in self.live.items()
+                   if cell == key and t in self._suggested_at]
+        return max(known + elapsed, default=1.0)
+
+    def remaining_work(self, key: str, finals_ready: list[dict]) -> float:
+        estimate = self._trial_estimate(key)
+        search_left = max(0, self.cfg.trials_per_cell - self.started(key))
+        finals_left = len(finals_ready) if search_left == 0 else len(self.cfg.final_seeds) * self.cfg.overlap_final
+        return estimate * (search_left + finals_left * (self.cfg.final_epochs or self.cfg.epochs) / self.cfg.epochs)
+
     def suggest(self, trial_id: str):
-        open_cells = [k for k in self.cells if self.started(k) < self.cfg.trials_per_cell]
-        if not open_cells or self.budget_exhausted():  # time budget: schedule nothing new, finish cleanly
+        if self.budget_exhausted():  # time budget: schedule nothing new, finish cleanly
             return Searcher.FINISHED
-        key = min(open_cells, key=self.started)  # round-robin: the cell with the fewest trials so far
+        ready = {key: self._finals_ready(key) for key in self.cells}
+        candidates = [k for k in self.cells if self.started(k) < self.cfg.trials_per_cell or ready[k]]
+        if not candidates:  # wait while a cell's search may still make final runs ready, else done
+            waiting = self.cfg.overlap_final and self.cfg.final_seeds and self.live
+            return None if waiting else Searcher.FINISHED
+        # most work left first; on a tie the cell with the fewest trials (round-robin), then config order
+        key = max(candidates, key=lambda k: (self.remaining_work(k, ready[k]), -self.started(k)))
+        self._suggested_at[trial_id] = time.time()
+        if ready[key]:
+            config = ready[key][0]
+            self.final_live[trial_id] = final_key(config)
+            self.finals_tried.add(final_key(config))
+            self._autosave()
+            return config
         cell, study = self.cells[key], self.studies[key]
         trial = study.ask()
         hparams = sample_hparams(trial, self.cfg.space_for(cell.dataset, cell.variant))
@@ -145,13 +213,22 @@ class PerCellSearcher(Searcher):
         pass  # intermediate values reach Optuna through the scheduler's should_prune
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        self._suggested_at.pop(trial_id, None)
+        outcome = (result or {}).get("outcome")
+        if trial_id in self.final_live:
+            key = self.final_live.pop(trial_id)
+            if not error and outcome in FINAL_ENDS:
+                self.finals_done.add(key)
+            self._autosave()
+            return
         trial = self._trial(trial_id)
         if trial is None:
             return
         key, _ = self.live.pop(trial_id)
         self._trials.pop(trial_id, None)
+        if (result or {}).get("trial_seconds"):
+            self.seconds.setdefault(key, []).append(float(result["trial_seconds"]))
         study = self.studies[key]
-        outcome = (result or {}).get("outcome")
         if error or outcome in ("diverged", "failed"):
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         elif trial_id in self.pruned:
@@ -182,13 +259,18 @@ class PerCellSearcher(Searcher):
 
     # ---- Tune checkpointing of the searcher's state (Tuner.restore)
     def get_state(self) -> dict:
-        return {"studies": self.studies, "live": self.live, "pruned": self.pruned, "cfg": self.cfg}
+        return {"studies": self.studies, "live": self.live, "pruned": self.pruned, "cfg": self.cfg,
+                "seconds": self.seconds, "final_live": self.final_live, "finals_tried": self.finals_tried,
+                "finals_done": self.finals_done}
 
     def set_state(self, state: dict) -> None:
         self.studies, self.live, self.pruned = state["studies"], state["live"], state["pruned"]
         self.cfg = state["cfg"]
+        self.seconds = state.get("seconds", {})  # studies saved before final runs could start early
+        self.final_live = state.get("final_live", {})
+        self.finals_tried, self.finals_done = state.get("finals_tried", set()), state.get("finals_done", set())
         self.cells = {cell.key: cell for cell in self.cfg.cells()}
-        self._trials = {}
+        self._trials, self._suggested_at = {}, {}
 
     def continue_with(self, state: dict, cfg: StudyConfig) -> None:
         """Carry a finished search run's studies into a new run (more trials per cell, a new budget)."""
@@ -200,6 +282,9 @@ class PerCellSearcher(Searcher):
             study._storage.set_trial_user_attr(optuna_id, "lost", True)
             study.tell(optuna.Trial(study, optuna_id), state=optuna.trial.TrialState.FAIL)
             self.live.pop(trial_id)
+        for trial_id, key in list(self.final_live.items()):  # likewise: the final stage runs it
+            self.finals_tried.discard(key)
+            self.final_live.pop(trial_id)
         self.cfg = cfg
 
     def save(self, checkpoint_path: str) -> None:
@@ -207,43 +292,3 @@ class PerCellSearcher(Searcher):
 
     def restore(self, checkpoint_path: str) -> None:
         self.set_state(pickle.loads(Path(checkpoint_path).read_bytes()))
-
-
-class SnapshotOnAddScheduler(FIFOScheduler):
-    """FIFO, but Tune's experiment state is saved before a new trial first starts.
-
-    Tune otherwise snapshots on a timer: a driver killed between a trial's start and the next
-    snapshot would lose that trial on resume while its MLflow run (and the searcher's record of it)
-    already exist.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self._snapshotted: set[str] = set()
-
-    def choose_trial_to_run(self, tune_controller):
-        trial = super().choose_trial_to_run(tune_controller)
-        if trial is not None and trial.trial_id not in self._snapshotted:
-            self._snapshotted.add(trial.trial_id)
-            controller = getattr(tune_controller, "_tune_controller", tune_controller)
-            try:
-                controller.checkpoint(force=True, wait=True)
-            except Exception as err:  # never fail a study over an early snapshot
-                log.warning("could not snapshot the experiment state: %s", err)
-        return trial
-
-
-class CellPruningScheduler(SnapshotOnAddScheduler):
-    """Stops a trial when its own cell's Optuna pruner says so; never compares across cells."""
-
-    def __init__(self, searcher: PerCellSearcher):
-        super().__init__()
-        self.searcher = searcher
-
-    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        if result.get("outcome") or METRIC not in result or result.get("epoch", 0) >= trial.config.get("epochs", 0):
-            return TrialScheduler.CONTINUE
-        if self.searcher.should_prune(trial.trial_id, int(result["epoch"]), float(result[METRIC])):
-            self.searcher.pruned.add(trial.trial_id)
-            return TrialScheduler.STOP
-        return TrialScheduler.CONTINUE

@@ -1,6 +1,7 @@
 """A tiny end-to-end study on real Ray Tune, Optuna and MLflow (sqlite store) through ``run(config)``."""
 
 import os
+from pathlib import Path
 
 import mlflow
 import mlflow.pytorch
@@ -10,6 +11,7 @@ from mlflow.tracking import MlflowClient
 from study.config import load
 from study.launch import run
 from study.report_data import load_study
+from study.state import StudyState
 
 EPOCHS, TRIALS, SEEDS = 3, 4, [0, 1]
 
@@ -82,6 +84,18 @@ def test_final_stage_retrains_each_cells_val_best_config_with_every_seed(study):
             assert row["outcome"] == "completed" and row["param.epochs"] == str(EPOCHS)
 
 
+def test_each_cells_final_runs_start_in_the_search_run_once_its_search_is_over(study):
+    study_id, uri, runs = study
+    state = StudyState.load(Path(uri.removeprefix("sqlite:///")).parent / "tune" / study_id)
+    assert state.search_runs == ["search-1"] and state.final_runs == []  # no second Tune run was needed
+    client = MlflowClient(uri)
+    for _, group in runs.groupby("cell"):
+        info = {row["run_id"]: client.get_run(row["run_id"]).info for _, row in group.iterrows()}
+        search_end = max(info[r].end_time for r in group.loc[group["stage"] == "search", "run_id"])
+        final_starts = [info[r].start_time for r in group.loc[group["stage"] == "final", "run_id"]]
+        assert len(final_starts) == len(SEEDS) and min(final_starts) >= search_end
+
+
 def test_artifacts_figures_and_final_models(study, monkeypatch):
     study_id, uri, runs = study
     client = MlflowClient(uri)
@@ -120,8 +134,11 @@ def test_a_diverging_cell_fails_its_runs_with_the_reason_and_the_study_goes_on(r
         "name": "diverging", "variants": ["CNN", "STN-C0"], "trials_per_cell": 2, "epochs": 2, "train_size": 256,
         "test_passes": 1, "final_seeds": [0], "tracking_uri": uri, "storage_path": str(tmp_path / "tune"),
         "overrides": {"CNN": {"optimizer": ["sgd"], "lr": {"low": 1e30, "high": 2e30, "log": True}}},
+        "overlap_final": False,  # the final stage as its own Tune run after the search
     })
     study_id = run(cfg, quiet=True)
+    state = StudyState.load(tmp_path / "tune" / study_id)
+    assert state.search_runs == ["search-1"] and state.final_runs == ["final-1"]
     runs = load_study(MlflowClient(uri), study_id).runs
     cnn, stn = runs[runs["cell"] == "rotated-mnist/CNN"], runs[runs["cell"] == "rotated-mnist/STN-C0"]
     assert len(cnn) == 2 and (cnn["outcome"] == "diverged").all() and (cnn["status"] == "FAILED").all()

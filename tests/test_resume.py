@@ -93,6 +93,26 @@ def test_driver_sigkill_then_resume_loses_and_repeats_nothing(tmp_path):
     print(json.dumps({"kill_to_finished_s": round(resumed_s, 1)}))
 
 
+def test_driver_sigkill_during_an_early_final_run_then_resume_finishes_it_once(tmp_path):
+    proc = launch(tmp_path, "--trials-per-cell", "2", "--final-seeds", "0", wait=False)
+    wait_for(lambda: completed_epochs(tmp_path) >= 10, proc)  # 2 search trials × 4 epochs, the final run at epoch 2+
+    kill_tree(proc, signal.SIGKILL)
+    proc.wait(timeout=30)
+    code, out = launch(tmp_path, "--resume")
+    assert code == 0, out
+    _, frame = runs(tmp_path)
+    search, final = frame[frame["stage"] == "search"], frame[frame["stage"] == "final"]
+    assert len(search) == 2 and len(final) == 1 and trial_ids_unique(frame)
+    assert final.iloc[0]["outcome"] == "completed" and not (frame["status"] == "RUNNING").any()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    steps = [m.step for m in client.get_metric_history(final.iloc[0]["run_id"], "val_error")]
+    assert steps == [1, 2, 3, 4]  # nothing lost, nothing logged twice
+    restored = [m.value for m in client.get_metric_history(final.iloc[0]["run_id"], "restored_from_epoch")]
+    print(json.dumps({"final_restored_from_epoch": max(restored)}))
+    state = find_state(tmp_path / "tune", None)
+    assert state.status == "finished" and state.search_runs == ["search-1"] and state.final_runs == []
+
+
 def test_sigint_stops_gracefully_and_resumes(tmp_path):
     proc = launch(tmp_path, "--trials-per-cell", "2", "--final-seeds", "0", wait=False)
     wait_for(lambda: completed_epochs(tmp_path) >= 2, proc)

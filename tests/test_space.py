@@ -1,9 +1,11 @@
-"""Per-cell search with real Optuna: round-robin cells, seeded TPE, pruning only within a cell."""
+"""Per-cell search with real Optuna: round-robin cells, seeded TPE, pruning only within a cell,
+most work first, and each cell's final runs scheduled as soon as its search is over."""
 
 import optuna
+import pytest
 
 from study.config import load
-from study.space import PerCellSearcher
+from study.space import PerCellSearcher, final_key
 
 
 def config(**kw):
@@ -13,9 +15,9 @@ def config(**kw):
 
 
 def test_round_robin_until_every_cell_has_its_trials():
-    searcher = PerCellSearcher(config())
+    searcher = PerCellSearcher(config(final_seeds=[]))
     cells = [searcher.suggest(f"t{i}")["cell"] for i in range(6)]
-    assert cells == ["rotated-mnist/CNN", "rotated-mnist/STN-C1"] * 3
+    assert cells == ["rotated-mnist/CNN", "rotated-mnist/STN-C1"] * 3  # no trial time known yet: round-robin
     assert searcher.suggest("t6") == searcher.FINISHED
 
 
@@ -79,3 +81,74 @@ def test_state_survives_save_and_restore(tmp_path):
     restored.on_trial_complete("t0", {"val_error": 0.4, "outcome": "completed"})
     assert restored.counts()["rotated-mnist/CNN"]["complete"] == 1
     assert restored.suggest("t2")["cell"] == "rotated-mnist/CNN"  # the round-robin carries on
+
+
+def finish(searcher, trial_id, seconds, value=0.5):
+    searcher.on_trial_complete(trial_id, {"val_error": value, "outcome": "completed", "trial_seconds": seconds})
+
+
+def test_a_free_slot_goes_to_the_cell_with_the_most_work_left():
+    searcher = PerCellSearcher(config(trials_per_cell=4, final_seeds=[0], final_epochs=8))  # finals: 2 × epochs
+    first = {searcher.suggest(t)["cell"]: t for t in ("a", "b")}
+    finish(searcher, first["rotated-mnist/CNN"], 10.0)
+    finish(searcher, first["rotated-mnist/STN-C1"], 30.0)
+    # work left: CNN 10 s × (3 trials + 1 final × 2) = 50 s, STN-C1 30 s × 5 = 150 s
+    assert searcher.remaining_work("rotated-mnist/CNN", []) == 50.0
+    assert searcher.remaining_work("rotated-mnist/STN-C1", []) == 150.0
+    cells = [searcher.suggest(f"t{i}")["cell"] for i in range(6)]
+    assert cells == ["rotated-mnist/STN-C1"] * 3 + ["rotated-mnist/CNN"] * 3  # the long cell's trials first
+
+
+def test_a_cell_unmeasured_yet_counts_as_the_longest_known():
+    searcher = PerCellSearcher(config(trials_per_cell=3, final_seeds=[]))
+    first = {searcher.suggest(t)["cell"]: t for t in ("a", "b")}
+    finish(searcher, first["rotated-mnist/CNN"], 10.0)  # STN-C1's first trial is still running
+    assert searcher.remaining_work("rotated-mnist/STN-C1", []) >= searcher.remaining_work("rotated-mnist/CNN", [])
+    assert searcher.suggest("c")["cell"] == "rotated-mnist/CNN"  # a tie: fewest trials, then config order
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_a_cells_final_runs_start_once_its_search_is_over(overlap):
+    searcher = PerCellSearcher(config(variants=["CNN", "STN-C1"], trials_per_cell=2, final_seeds=[0, 1],
+                                      overlap_final=overlap))
+    ids = {}
+    for i in range(4):
+        ids.setdefault(searcher.suggest(f"t{i}")["cell"], []).append(f"t{i}")
+    cnn, stn = ids["rotated-mnist/CNN"], ids["rotated-mnist/STN-C1"]
+    finish(searcher, cnn[0], 5.0, value=0.3)
+    assert searcher.suggest("w") is (None if overlap else searcher.FINISHED)  # CNN still has a trial running
+    if not overlap:
+        return
+    finish(searcher, cnn[1], 5.0, value=0.2)
+    finals = [searcher.suggest(f"f{seed}") for seed in (0, 1)]
+    assert [(f["stage"], f["cell"], f["seed"]) for f in finals] == [("final", "rotated-mnist/CNN", 0),
+                                                                     ("final", "rotated-mnist/CNN", 1)]
+    best = searcher.best_per_cell()["rotated-mnist/CNN"]
+    assert all(f["selected_from"] == best["trial_number"] and f["lr"] == best["hparams"]["lr"] for f in finals)
+    assert searcher.suggest("w") is None  # STN-C1 is still searching; CNN's finals are all out
+    assert not searcher.should_prune("f0", 1, 0.99)  # a final run is never pruned, nor told to Optuna
+    finish(searcher, "f0", 9.0)
+    searcher.on_trial_complete("f1", {"outcome": "diverged", "val_error": 1.0})
+    assert searcher.counts()["rotated-mnist/CNN"] == {"running": 0, "complete": 2, "pruned": 0, "fail": 0}
+    assert {k[1] for k in searcher.finals_done} == {"0"}  # the diverged one is left to the final stage
+    finish(searcher, stn[0], 5.0)
+    finish(searcher, stn[1], 5.0)
+    assert [searcher.suggest(f"g{seed}")["cell"] for seed in (0, 1)] == ["rotated-mnist/STN-C1"] * 2
+    assert searcher.suggest("end") == searcher.FINISHED
+    assert searcher.finals_bound() == 0
+
+
+def test_final_runs_in_flight_survive_save_and_restore_and_are_rescheduled_if_lost(tmp_path):
+    searcher = PerCellSearcher(config(variants=["CNN"], trials_per_cell=1, final_seeds=[0]))
+    searcher.suggest("t0")
+    finish(searcher, "t0", 5.0)
+    final = searcher.suggest("f0")
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    restored = PerCellSearcher(config(variants=["CNN"], trials_per_cell=1, final_seeds=[0]))
+    restored.restore(str(tmp_path / "searcher.pkl"))  # Tuner.restore: the final run carries on
+    assert restored.final_live == {"f0": final_key(final)} and restored.suggest("x") == restored.FINISHED
+    lost = PerCellSearcher(config(variants=["CNN"], trials_per_cell=1, final_seeds=[0]))
+    lost.continue_with(searcher.get_state(), lost.cfg)  # a Tune run that ended without it: start it again
+    assert lost.final_live == {} and lost.finals_bound() == 1
+    restored.on_trial_complete("f0", {"outcome": "completed", "val_error": 0.1})
+    assert restored.finals_done == {final_key(final)} and restored.finals_bound() == 0

@@ -1,0 +1,51 @@
+"""Tune schedulers of a study: snapshot before a trial first starts, prune only within a cell."""
+
+from __future__ import annotations
+
+import logging
+
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+from study.space import METRIC, PerCellSearcher
+
+log = logging.getLogger(__name__)
+
+
+class SnapshotOnAddScheduler(FIFOScheduler):
+    """FIFO, but Tune's experiment state is saved before a new trial first starts.
+
+    Tune otherwise snapshots on a timer: a driver killed between a trial's start and the next
+    snapshot would lose that trial on resume while its MLflow run (and the searcher's record of it)
+    already exist.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._snapshotted: set[str] = set()
+
+    def choose_trial_to_run(self, tune_controller):
+        trial = super().choose_trial_to_run(tune_controller)
+        if trial is not None and trial.trial_id not in self._snapshotted:
+            self._snapshotted.add(trial.trial_id)
+            controller = getattr(tune_controller, "_tune_controller", tune_controller)
+            try:
+                controller.checkpoint(force=True, wait=True)
+            except Exception as err:  # never fail a study over an early snapshot
+                log.warning("could not snapshot the experiment state: %s", err)
+        return trial
+
+
+class CellPruningScheduler(SnapshotOnAddScheduler):
+    """Stops a trial when its own cell's Optuna pruner says so; never compares across cells."""
+
+    def __init__(self, searcher: PerCellSearcher):
+        super().__init__()
+        self.searcher = searcher
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if result.get("outcome") or METRIC not in result or result.get("epoch", 0) >= trial.config.get("epochs", 0):
+            return TrialScheduler.CONTINUE
+        if self.searcher.should_prune(trial.trial_id, int(result["epoch"]), float(result[METRIC])):
+            self.searcher.pruned.add(trial.trial_id)
+            return TrialScheduler.STOP
+        return TrialScheduler.CONTINUE
