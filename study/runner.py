@@ -179,8 +179,8 @@ class StudyRunner(StudySetup):
             self._raise_if_disk_short()
             if searcher.budget_exhausted():
                 status, state_status = "FINISHED", "budget-exhausted"
-                self.say(f"time budget of {self.max_hours:g} h reached: no new trials were scheduled and the final "
-                         f"stage was not started; continue with --resume {self.state.study_id}")
+                self.say(f"time budget of {self.max_hours:g} h reached: no new trial (search or final) was started; "
+                         f"continue with --resume {self.state.study_id}")
             else:
                 self.final(searcher)
                 self._raise_if_disk_short()
