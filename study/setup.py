@@ -57,7 +57,7 @@ class StudySetup:
             print(text, flush=True)
 
     # ------------------------------------------------------------------ set-up, all before any trial
-    def connect(self) -> None:
+    def connect(self, make_client: bool = True) -> None:
         check_tracking_uri(self.tracking_uri)
         if self.use_cluster:
             cluster.check_cluster_settings(self.tracking_uri, self.cfg.storage_path)
@@ -75,7 +75,8 @@ class StudySetup:
                 field = f"resources.{kind.lower()}s"
                 raise cluster.ConfigError([f"{field}: {wanted:g} {kind} per trial, but the Ray cluster has {have:g}: "
                                            f"allowed 0 to {have:g}"])
-        self.client = MlflowClient(self.tracking_uri)
+        if make_client:
+            self.client = MlflowClient(self.tracking_uri)
 
     def watched_paths(self) -> list[Path]:
         """Local paths the study writes to: each must keep ``min_free_gb`` free."""
@@ -108,13 +109,17 @@ class StudySetup:
         if self.use_cluster:  # every cluster check passes before MLflow is written to
             self.connect()
             experiment_id = ensure_experiment(self.client, self.cfg.name, artifact_root)
-        else:  # the local store's schema (~1.6 s for a new sqlite file) is set up while Ray starts
+        else:  # the local store (~2.5 s: its imports and a new sqlite file's schema) is set up while Ray starts
             check_tracking_uri(self.tracking_uri)
+
+            def open_store():  # the client is made in the thread too: its constructor is the slow part
+                client = MlflowClient(self.tracking_uri)
+                return client, ensure_experiment(client, self.cfg.name, artifact_root)
+
             with ThreadPoolExecutor(1) as pool:
-                experiment = pool.submit(ensure_experiment, MlflowClient(self.tracking_uri), self.cfg.name,
-                                         artifact_root)
-                self.connect()
-                experiment_id = experiment.result()
+                store = pool.submit(open_store)
+                self.connect(make_client=False)  # one thread creates the store: no two schema upgrades race
+                self.client, experiment_id = store.result()
         device = "cuda" if (self.cfg.resources.gpus > 0 and self.cfg.device != "cpu") else "cpu"
         tags = provenance_tags(self.cfg.hash(), splits.source, splits.digest, device)
         parent = start_parent_run(self.client, experiment_id, study_id, self.cfg.to_yaml(), tags, self.cfg.description)
