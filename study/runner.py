@@ -114,14 +114,17 @@ class StudyRunner(StudySetup):
         self.save_state()
 
     # ------------------------------------------------------------------ the final stage
-    def final_configs(self, searcher: PerCellSearcher) -> list[dict]:
-        configs = []
+    def final_configs(self, searcher: PerCellSearcher, warn: bool = True) -> list[dict]:
+        configs, best = [], searcher.best_per_cell()
         for key in searcher.cells:
-            cell_configs = searcher.final_configs(key)
-            if not cell_configs and self.cfg.final_seeds:
+            cell_configs = searcher.final_configs(key, best)
+            if not cell_configs and self.cfg.final_seeds and warn:
                 self.say(f"warning: {key} has no completed search trial (all diverged, failed or pruned): no final runs")
             configs += cell_configs
         return configs
+
+    def _final_todo(self, searcher: PerCellSearcher, warn: bool = False) -> list[dict]:
+        return self._already_done(self.final_configs(searcher, warn), searcher)
 
     def _finals_in_mlflow(self) -> set[tuple]:
         """Final runs MLflow holds as completed; looked up only once a final stage has run."""
@@ -146,7 +149,7 @@ class StudyRunner(StudySetup):
             else:
                 complete[-1] = True
                 self.save_state()
-        todo = self._already_done(self.final_configs(searcher), searcher)
+        todo = self._final_todo(searcher, warn=True)
         if not todo:
             return
         name = f"final-{len(runs) + 1}"
@@ -177,7 +180,7 @@ class StudyRunner(StudySetup):
         try:
             searcher = self.search()
             self._raise_if_disk_short()
-            if searcher.budget_exhausted():
+            if searcher.budget_exhausted() and (searcher.remaining() or self._final_todo(searcher)):
                 status, state_status = "FINISHED", "budget-exhausted"
                 self.say(f"time budget of {self.max_hours:g} h reached: no new trial (search or final) was started; "
                          f"continue with --resume {self.state.study_id}")

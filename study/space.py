@@ -31,7 +31,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger(__name__)
 METRIC, MODE = "val_error", "min"
 HPARAM_KEYS = ("optimizer", "lr", "loc_lr_mult", "momentum", "weight_decay", "batch_size")
-FINAL_ENDS = ("completed",)  # a final run that diverged or failed early is tried again by the final stage
+FINAL_ENDS = ("completed", "diverged")  # a final run that failed (errored) early is tried again by the final stage
 
 
 def cell_seed(seed: int, key: str) -> int:
@@ -111,7 +111,7 @@ class PerCellSearcher(Searcher):
 
     def started(self, key: str) -> int:
         """Trials of the cell so far, not counting trials lost to a killed driver before Tune saved them."""
-        return sum(1 for t in self.studies[key].trials if not t.user_attrs.get("lost"))
+        return sum(1 for t in self.studies[key].get_trials(deepcopy=False) if not t.user_attrs.get("lost"))
 
     def budget_exhausted(self) -> bool:
         deadline = read_deadline(self.directory)
@@ -120,11 +120,14 @@ class PerCellSearcher(Searcher):
     def remaining(self) -> int:
         return sum(max(0, self.cfg.trials_per_cell - self.started(k)) for k in self.cells)
 
+    @property
+    def overlap_final(self) -> bool:
+        return getattr(self.cfg, "overlap_final", False)  # a config pickled before the option: stages apart
+
     def finals_bound(self) -> int:
-        """At most this many final runs can start inside a search run."""
-        if not self.cfg.overlap_final:
-            return 0
-        return max(0, len(self.cells) * len(self.cfg.final_seeds) - len(self.finals_tried | self.finals_done))
+        """At most this many final runs can start inside a search run (a cap on Tune's samples must never
+        cut search trials: finals tried for an earlier best or seed do not count against it)."""
+        return len(self.cells) * len(self.cfg.final_seeds) if self.overlap_final else 0
 
     def _autosave(self) -> None:
         if self.directory is not None:
@@ -134,42 +137,45 @@ class PerCellSearcher(Searcher):
     def _searching(self, key: str) -> bool:
         return any(cell == key for cell, _ in self.live.values())
 
-    def final_configs(self, key: str) -> list[dict]:
+    def final_configs(self, key: str, best_per_cell: dict | None = None) -> list[dict]:
         """The cell's final runs: its val-best configuration × the seeds (none before a trial completed)."""
-        best = self.best_per_cell().get(key)
+        best = (best_per_cell if best_per_cell is not None else self.best_per_cell()).get(key)
         if best is None:
             return []
         return [{**trial_constants(self.cfg, "final"), **cell_fields(self.cells[key]), "seed": seed,
                  "selected_from": best["trial_number"], **best["hparams"]} for seed in self.cfg.final_seeds]
 
-    def _finals_ready(self, key: str) -> list[dict]:
-        if not self.cfg.overlap_final or self.started(key) < self.cfg.trials_per_cell or self._searching(key):
+    def _finals_ready(self, key: str, best_per_cell: dict) -> list[dict]:
+        if not self.overlap_final or self.started(key) < self.cfg.trials_per_cell or self._searching(key):
             return []
-        return [c for c in self.final_configs(key) if final_key(c) not in self.finals_tried | self.finals_done]
+        return [c for c in self.final_configs(key, best_per_cell) if final_key(c) not in self.finals_tried | self.finals_done]
 
     def _trial_estimate(self, key: str) -> float:
         """A cell's mean ended-trial time; before one ended, the longest known (or elapsed) time."""
         if self.seconds.get(key):
             return sum(self.seconds[key]) / len(self.seconds[key])
         known = [sum(s) / len(s) for s in self.seconds.values() if s]
+        if not known:
+            return 1.0  # nothing measured yet: every cell alike (round-robin)
         now = time.time()
         elapsed = [now - self._suggested_at[t] for t, (cell, _) in self.live.items()
                    if cell == key and t in self._suggested_at]
-        return max(known + elapsed, default=1.0)
+        return max(known + elapsed)
 
     def remaining_work(self, key: str, finals_ready: list[dict]) -> float:
         estimate = self._trial_estimate(key)
         search_left = max(0, self.cfg.trials_per_cell - self.started(key))
-        finals_left = len(finals_ready) if search_left == 0 else len(self.cfg.final_seeds) * self.cfg.overlap_final
+        finals_left = len(finals_ready) if search_left == 0 else len(self.cfg.final_seeds) * self.overlap_final
         return estimate * (search_left + finals_left * (self.cfg.final_epochs or self.cfg.epochs) / self.cfg.epochs)
 
     def suggest(self, trial_id: str):
         if self.budget_exhausted():  # time budget: schedule nothing new, finish cleanly
             return Searcher.FINISHED
-        ready = {key: self._finals_ready(key) for key in self.cells}
+        best = self.best_per_cell()
+        ready = {key: self._finals_ready(key, best) for key in self.cells}
         candidates = [k for k in self.cells if self.started(k) < self.cfg.trials_per_cell or ready[k]]
         if not candidates:  # wait while a cell's search may still make final runs ready, else done
-            waiting = self.cfg.overlap_final and self.cfg.final_seeds and self.live
+            waiting = self.overlap_final and self.cfg.final_seeds and self.live
             return None if waiting else Searcher.FINISHED
         # most work left first; on a tie the cell with the fewest trials (round-robin), then config order
         key = max(candidates, key=lambda k: (self.remaining_work(k, ready[k]), -self.started(k)))
@@ -243,7 +249,7 @@ class PerCellSearcher(Searcher):
         """Each cell's completed trial with the lowest final val_error (test error is never looked at)."""
         best = {}
         for key, study in self.studies.items():
-            done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+            done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
             if done:
                 winner = min(done, key=lambda t: (t.value, t.number))
                 best[key] = {"hparams": winner.user_attrs["hparams"], "val_error": winner.value,
@@ -253,7 +259,7 @@ class PerCellSearcher(Searcher):
     def counts(self) -> dict[str, dict[str, int]]:
         out = {}
         for key, study in self.studies.items():
-            states = [t.state.name.lower() for t in study.trials if not t.user_attrs.get("lost")]
+            states = [t.state.name.lower() for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("lost")]
             out[key] = {s: states.count(s) for s in ("running", "complete", "pruned", "fail")}
         return out
 

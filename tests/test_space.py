@@ -128,14 +128,49 @@ def test_a_cells_final_runs_start_once_its_search_is_over(overlap):
     assert searcher.suggest("w") is None  # STN-C1 is still searching; CNN's finals are all out
     assert not searcher.should_prune("f0", 1, 0.99)  # a final run is never pruned, nor told to Optuna
     finish(searcher, "f0", 9.0)
-    searcher.on_trial_complete("f1", {"outcome": "diverged", "val_error": 1.0})
+    searcher.on_trial_complete("f1", None, error=True)  # Tune gave up on it: the final stage tries again
     assert searcher.counts()["rotated-mnist/CNN"] == {"running": 0, "complete": 2, "pruned": 0, "fail": 0}
-    assert {k[1] for k in searcher.finals_done} == {"0"}  # the diverged one is left to the final stage
+    assert {k[1] for k in searcher.finals_done} == {"0"}
     finish(searcher, stn[0], 5.0)
     finish(searcher, stn[1], 5.0)
     assert [searcher.suggest(f"g{seed}")["cell"] for seed in (0, 1)] == ["rotated-mnist/STN-C1"] * 2
     assert searcher.suggest("end") == searcher.FINISHED
-    assert searcher.finals_bound() == 0
+    searcher.on_trial_complete("g0", {"outcome": "diverged", "val_error": 1.0})  # would diverge again: done
+    finish(searcher, "g1", 9.0)
+    assert {k[0] for k in searcher.finals_done if k[1] == "0"} == {"rotated-mnist/CNN", "rotated-mnist/STN-C1"}
+
+
+def test_an_extension_gets_every_search_trial_within_tunes_sample_cap():
+    """Tune stops asking after ``num_samples``: finals of an earlier best must not use up search samples."""
+    cfg = config(variants=["CNN", "STN-C1"], trials_per_cell=1, final_seeds=[0])
+    searcher = PerCellSearcher(cfg)
+    for i in range(4):  # one search trial per cell, then each cell's final
+        searcher.suggest(f"a{i}")
+        finish(searcher, f"a{i}", 5.0, value=0.5 - 0.1 * i)
+    extended = PerCellSearcher(cfg)
+    extended.continue_with(searcher.get_state(), config(variants=["CNN", "STN-C1"], trials_per_cell=3,
+                                                        final_seeds=[0]))
+    cap, stages = extended.remaining() + extended.finals_bound(), []
+    for i in range(cap):  # a new best in each cell: its final runs again
+        suggestion = extended.suggest(f"b{i}")
+        if suggestion is None or suggestion == extended.FINISHED:
+            break
+        stages.append(suggestion["stage"])
+        finish(extended, f"b{i}", 5.0, value=0.01 * (i + 1))
+    assert stages.count("search") == 4 and extended.remaining() == 0  # every search trial ran
+    assert stages.count("final") == 2 and extended.suggest("end") == extended.FINISHED
+
+
+def test_a_search_run_pickled_before_overlap_final_existed_keeps_the_stages_apart():
+    searcher = PerCellSearcher(config(variants=["CNN"], trials_per_cell=1, final_seeds=[0]))
+    state = searcher.get_state()
+    del state["cfg"].__dict__["overlap_final"]  # what Tuner.restore unpickles from an older version
+    for key in ("seconds", "final_live", "finals_tried", "finals_done"):
+        del state[key]
+    searcher.set_state(state)
+    searcher.suggest("t0")
+    finish(searcher, "t0", 5.0)
+    assert searcher.finals_bound() == 0 and searcher.suggest("t1") == searcher.FINISHED
 
 
 def test_final_runs_in_flight_survive_save_and_restore_and_are_rescheduled_if_lost(tmp_path):
@@ -149,6 +184,6 @@ def test_final_runs_in_flight_survive_save_and_restore_and_are_rescheduled_if_lo
     assert restored.final_live == {"f0": final_key(final)} and restored.suggest("x") == restored.FINISHED
     lost = PerCellSearcher(config(variants=["CNN"], trials_per_cell=1, final_seeds=[0]))
     lost.continue_with(searcher.get_state(), lost.cfg)  # a Tune run that ended without it: start it again
-    assert lost.final_live == {} and lost.finals_bound() == 1
+    assert lost.final_live == {} and lost.suggest("f1") == final  # the same final run, once more
     restored.on_trial_complete("f0", {"outcome": "completed", "val_error": 0.1})
-    assert restored.finals_done == {final_key(final)} and restored.finals_bound() == 0
+    assert restored.finals_done == {final_key(final)} and restored.suggest("y") == restored.FINISHED
