@@ -92,7 +92,8 @@ class StudyRunner(StudySetup):
             callbacks = [self._tracker(searcher), self.guard]
             samples = searcher.remaining() + searcher.finals_bound()  # an upper bound: the searcher ends the run
             if not self.quiet:
-                callbacks.append(Progress("search", list(searcher.cells), samples, self.cfg.epochs))
+                stage = "search + final" if searcher.finals_bound() else "search"
+                callbacks.append(Progress(stage, list(searcher.cells), samples, self.cfg.epochs))
             tuner = tune.Tuner(
                 self._trainable(), param_space={},
                 tune_config=tune.TuneConfig(search_alg=searcher, scheduler=CellPruningScheduler(searcher),
