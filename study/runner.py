@@ -134,8 +134,8 @@ class StudyRunner(StudySetup):
         self._flush_tracking(wait=True)  # what MLflow holds must be up to date; raises if it stays down
         runs = self.client.search_runs([self.state.experiment_id], f"tags.study_id = '{self.state.study_id}' and "
                                        f"tags.stage = 'final' and tags.outcome = 'completed'", max_results=5000)
-        return {(r.data.tags["cell"], r.data.tags["seed"], tuple(r.data.params.get(k) for k in HPARAM_KEYS))
-                for r in runs}
+        return {final_key({"cell": r.data.tags["cell"], "seed": r.data.tags["seed"],
+                           **{k: r.data.params.get(k) for k in HPARAM_KEYS}}) for r in runs}
 
     def _already_done(self, configs: list[dict], searcher: PerCellSearcher) -> list[dict]:
         """Final runs that completed — early in a search run, or in MLflow from an earlier final stage — are not rerun."""

@@ -148,7 +148,8 @@ class PerCellSearcher(Searcher):
     def _finals_ready(self, key: str, best_per_cell: dict) -> list[dict]:
         if not self.overlap_final or self.started(key) < self.cfg.trials_per_cell or self._searching(key):
             return []
-        return [c for c in self.final_configs(key, best_per_cell) if final_key(c) not in self.finals_tried | self.finals_done]
+        scheduled = self.finals_tried | self.finals_done
+        return [c for c in self.final_configs(key, best_per_cell) if final_key(c) not in scheduled]
 
     def _trial_estimate(self, key: str) -> float:
         """A cell's mean ended-trial time; before one ended, the longest known (or elapsed) time."""

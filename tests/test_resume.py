@@ -155,6 +155,19 @@ def test_time_budget_then_extension_adds_exactly_what_was_asked(tmp_path):
     assert "resumable" in list_studies(str(tmp_path / "tune"))
 
 
+def test_extension_after_a_separate_final_stage_reruns_only_new_seeds(tmp_path):
+    # the final stage as its own Tune run: the extension must find seed 0's run in MLflow, not in the searcher
+    code, out = launch(tmp_path, "--trials-per-cell", "1", "--final-seeds", "0", "--set", "overlap_final=false")
+    assert code == 0, out
+    assert find_state(tmp_path / "tune", None).final_runs == ["final-1"]
+    code, out = launch(tmp_path, "--resume", "--final-seeds", "0", "1")
+    assert code == 0, out
+    _, frame = runs(tmp_path)
+    final = frame[frame["stage"] == "final"]
+    assert sorted(final["seed"].astype(int)) == [0, 1] and (final["outcome"] == "completed").all()
+    assert find_state(tmp_path / "tune", None).final_runs == ["final-1", "final-2"]
+
+
 def test_resume_of_a_missing_study_is_one_line(tmp_path):
     code, out = launch(tmp_path, "--resume", "nope")
     assert code == 2
