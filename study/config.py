@@ -21,6 +21,7 @@ from trainables.registry import DATASETS, ST_TRANSFORMS, VariantError, check_var
 PRESETS = ("smoke", "cpu-demo", "paper")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ARTIFACTS = PROJECT_ROOT / "mlflow_artifacts"
+FINAL_SEED_LIMIT = 2**20  # final seeds lie below it; search trials' seeds at or above it (study.samplers)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class Range(Strict):
 
 
 class SearchSpace(Strict):
-    """The Optuna ranges; each cell gets its own seeded TPE study over this space."""
+    """The Optuna ranges; each cell gets its own seeded Optuna study (``sampler``) over this space."""
 
     optimizer: list[Literal["sgd", "adam"]] = Field(default_factory=lambda: ["sgd", "adam"], min_length=1)
     lr: Range = Range(low=1e-4, high=0.1, log=True)
@@ -126,6 +127,9 @@ class StudyConfig(Strict):
     final_epochs: int | None = Field(None, ge=1)  # default: epochs
     train_size: int | None = Field(None, ge=1)
     lr_milestones: list[float] = Field(default_factory=lambda: [1 / 3, 2 / 3])  # fractions of the run; LR ÷10 at each
+    sampler: Literal["tpe", "gp", "random"] = "tpe"  # per cell; saved with the study, so a resume rebuilds it
+    # random trials before TPE/GP model the cell: Optuna's 10 would make a 2-16-trial search pure random
+    n_startup_trials: int = Field(4, ge=0)
     pruner: Literal["asha", "median", "none"] = "asha"
     grace_period: int = Field(1, ge=1)
     reduction_factor: int = Field(3, ge=2)
@@ -149,6 +153,15 @@ class StudyConfig(Strict):
         if any(not 0 < m < 1 for m in value):
             raise ValueError(f"milestones are fractions of the run strictly between 0 and 1, got {value}")
         return sorted(value)
+
+    @field_validator("final_seeds")
+    @classmethod
+    def _final_seeds(cls, value: list[int]):
+        bad = [s for s in value if not 0 <= s < FINAL_SEED_LIMIT]
+        if bad:
+            raise ValueError(f"final seeds must lie in [0, {FINAL_SEED_LIMIT}) (search trials use seeds from "
+                             f"{FINAL_SEED_LIMIT} up), got {bad[0]}")
+        return value
 
     @field_validator("datasets")
     @classmethod

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from study.report_data import (ReportError, Study, datasets_in, figure_data, learning_curves, load_study,
                                out_dir_for, reported_runs, row_order)
-from study.report_figures import fig2_aligned_examples, fig3_angle_plots, learning_curves_figure
+from study.report_figures import alignment_curves_figure, fig2_aligned_examples, fig3_angle_plots, learning_curves_figure
 from study.report_tables import Table, accuracy_table, alignment_table, eq1_table, random_reference
 
 DEFAULT_PAIR = ("STN-SL1", "STN-C1")
@@ -75,6 +75,23 @@ def representative(study: Study, dataset: str) -> dict[str, str]:
     return out
 
 
+def alignment_curves(client: MlflowClient, runs, dataset: str) -> dict:
+    """Per STN row of the dataset, the per-epoch val alignment of the runs its table cells report."""
+    out = {}
+    for row in row_order(runs["row"].unique()):
+        chosen, _ = reported_runs(runs, dataset, row)
+        if chosen.empty or row == "CNN":
+            continue
+        frames = [learning_curves(client, chosen, metric) for metric in ("val_angle_slope", "val_pose_sd")]
+        frames = [f for f in frames if not f.empty]
+        if frames:
+            merged = frames[0]
+            for other in frames[1:]:
+                merged = merged.merge(other, on=["run_id", "cell", "stage", "seed", "epoch"], how="outer")
+            out[row] = merged
+    return out
+
+
 def build_figures(client: MlflowClient, study: Study, out: Path) -> list[Path]:
     written = []
     for dataset in datasets_in(study.runs):
@@ -83,6 +100,8 @@ def build_figures(client: MlflowClient, study: Study, out: Path) -> list[Path]:
         if dataset == "rotated-mnist":
             written.append(fig3_angle_plots(out / "fig3_angle_plots.png", {k: v for k, v in panels.items() if k != "CNN"}))
         written.append(fig2_aligned_examples(out / f"fig2_aligned_{stem}.png", dataset, panels))
+        written.append(alignment_curves_figure(out / f"alignment_vs_epoch_{stem}.png", dataset,
+                                               alignment_curves(client, study.runs, dataset)))
     curves = learning_curves(client, study.runs[study.runs["outcome"].isin(["completed", "pruned"])])
     written.append(learning_curves_figure(out / "learning_curves.png", curves))
     return [p for p in written if p is not None]

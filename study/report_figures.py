@@ -79,3 +79,33 @@ def learning_curves_figure(path: Path, curves: pd.DataFrame) -> Path | None:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def alignment_curves_figure(path: Path, dataset: str, curves: dict[str, pd.DataFrame]) -> Path | None:
+    """Validation alignment per epoch, one line per variant: mean over its reported runs, band = min–max.
+
+    Shows whether and when each ST starts to undo the distortion (pose SD falls; for rotations the
+    angle slope heads for −1), which the end-of-trial numbers alone cannot.
+    """
+    metrics = [m for m in ("val_angle_slope", "val_pose_sd") if any(m in c for c in curves.values() if not c.empty)]
+    if not metrics:
+        return None
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.6), dpi=DPI, squeeze=False)
+    titles = {"val_angle_slope": "val angle slope (−1 = undoes the rotation)", "val_pose_sd": "val pose SD (lower = aligned)"}
+    for ax, metric in zip(axes[0], metrics):
+        for variant, frame in curves.items():
+            if frame.empty or metric not in frame:
+                continue
+            by_epoch = frame.dropna(subset=[metric]).groupby("epoch")[metric]
+            mean, low, high = by_epoch.mean(), by_epoch.min(), by_epoch.max()
+            n = frame["run_id"].nunique()
+            line, = ax.plot(mean.index, mean.values, lw=1.5, label=f"{variant} (n={n})")
+            ax.fill_between(mean.index, low.values, high.values, color=line.get_color(), alpha=0.2, lw=0)
+        ax.set_title(f"{dataset}: {titles[metric]}", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

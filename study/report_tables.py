@@ -33,32 +33,66 @@ def mean_sd(values, scale: float = 1.0, digits: int = 1) -> str:
     return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f} (n={len(values)})"
 
 
+ALPHA = 0.05
+
+
+def hedges_g(a: list[float], b: list[float]) -> float:
+    """Cohen's d with the pooled SD, times the small-sample correction 1 − 3 / (4 (n_a + n_b) − 9)."""
+    df = len(a) + len(b) - 2
+    pooled = math.sqrt(((len(a) - 1) * np.var(a, ddof=1) + (len(b) - 1) * np.var(b, ddof=1)) / df)
+    if pooled == 0:
+        return math.nan
+    return (np.mean(a) - np.mean(b)) / pooled * (1 - 3 / (4 * df - 1))
+
+
+def welch_ci(a: list[float], b: list[float], result, level: float = 0.95) -> tuple[float, float]:
+    """The Welch CI of mean(a) − mean(b): scipy's when it has one, else Welch–Satterthwaite by hand."""
+    if hasattr(result, "confidence_interval"):
+        low, high = result.confidence_interval(level)
+        return float(low), float(high)
+    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = stats.t.ppf(0.5 + level / 2, df) * math.sqrt(va + vb)
+    diff = np.mean(a) - np.mean(b)
+    return float(diff - half), float(diff + half)
+
+
 def welch(a, b) -> dict:
-    """Welch's t-test of two samples; ``None`` p when either has fewer than 2 values."""
+    """Welch's t-test of two samples with the mean difference a − b, its 95 % CI and Hedges' g;
+    ``None`` p when either has fewer than 2 values."""
     a, b = [float(x) for x in a if not pd.isna(x)], [float(x) for x in b if not pd.isna(x)]
     out = {"n_a": len(a), "n_b": len(b), "mean_a": np.mean(a) if a else math.nan, "mean_b": np.mean(b) if b else math.nan}
     if len(a) < 2 or len(b) < 2:
         return {**out, "t": math.nan, "p": None}
-    t, p = stats.ttest_ind(a, b, equal_var=False)
-    return {**out, "t": float(t), "p": float(p)}
+    result = stats.ttest_ind(a, b, equal_var=False)
+    low, high = welch_ci(a, b, result)
+    return {**out, "t": float(result.statistic), "p": float(result.pvalue), "diff": float(np.mean(a) - np.mean(b)),
+            "ci_low": low, "ci_high": high, "g": float(hedges_g(a, b))}
 
 
 def comparison_notes(runs: pd.DataFrame, pair: tuple[str, str], metric: str, scale: float, unit: str) -> list[str]:
+    """Per dataset: A − B with its 95 % Welch CI, Hedges' g and Welch's p. Above α the wording is "no
+    detectable difference at n = …": with 2–3 seeds a test cannot show that two variants are the same."""
     a, b = pair
     notes = []
     for dataset in datasets_in(runs):
         ra, basis_a = reported_runs(runs, dataset, a)
         rb, basis_b = reported_runs(runs, dataset, b)
-        if ra.empty or rb.empty or metric not in ra or metric not in rb:
+        if ra.empty or rb.empty or metric not in ra or metric not in rb or ra[metric].isna().all():
             continue
-        result = welch(ra[metric] * scale, rb[metric] * scale)
-        head = (f"{COLUMN[dataset]}: {a} {result['mean_a']:.2f} vs {b} {result['mean_b']:.2f} {unit} "
-                f"(n = {result['n_a']}, {result['n_b']})")
-        if result["p"] is None:
+        r = welch(ra[metric] * scale, rb[metric] * scale)
+        head = (f"{COLUMN[dataset]}: {a} {r['mean_a']:.2f} vs {b} {r['mean_b']:.2f} {unit} "
+                f"(n = {r['n_a']}, {r['n_b']})")
+        if r["p"] is None:
             notes.append(f"{head}: not enough seeds for a test (need n ≥ 2 each)")
+            continue
+        stats_text = (f"{a} − {b} = {r['diff']:+.2f} {unit} (95 % CI {r['ci_low']:.2f} to {r['ci_high']:.2f}), "
+                      f"Hedges' g = {r['g']:.2f}, Welch t = {r['t']:.2f}, p = {r['p']:.3g}")
+        if r["p"] < ALPHA:
+            verdict = f"{a} is significantly {'lower' if r['diff'] < 0 else 'higher'} than {b}"
         else:
-            verdict = "differ beyond seed noise" if result["p"] < 0.05 else "do not differ beyond seed noise"
-            notes.append(f"{head}: Welch t = {result['t']:.2f}, p = {result['p']:.3g}: {verdict} (α = 0.05)")
+            verdict = f"no detectable difference at n = {r['n_a']}, {r['n_b']}"
+        notes.append(f"{head}: {stats_text}: {verdict} (α = {ALPHA:g})")
     return notes
 
 
@@ -137,6 +171,7 @@ def alignment_table(runs: pd.DataFrame, pair: tuple[str, str]) -> Table:
              "orthogonal regression of predicted on applied rotation (−1 = undoes rotations, 0 = ignores them).",
              *_common_notes(runs, bases)]
     notes += comparison_notes(runs, pair, "pose_sd", 1.0, "pose-SD units")
+    notes += [f"angle slope, {n}" for n in comparison_notes(runs, pair, "angle_slope", 1.0, "")]
     return Table("alignment", "Alignment: pose SD, feature-map misalignment and angle slope", shown, best, notes)
 
 

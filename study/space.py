@@ -1,10 +1,11 @@
 """Per-cell search: one seeded Optuna study per cell inside a single Tune run.
 
-``PerCellSearcher`` is a Tune ``Searcher`` that asks the cell's own Optuna study (TPE, seeded per
-cell) for hyper-parameters and tells it the outcome; ``study.schedulers.CellPruningScheduler`` asks
-that same cell's Optuna pruner whether to stop a trial. So a trial is only ever compared with trials
-of its own cell: STN-C1's trials are never pruned for being worse than STN-SL1's, and each cell's
-best trial trains to the end.
+``PerCellSearcher`` is a Tune ``Searcher`` that asks the cell's own Optuna study (``cfg.sampler``,
+seeded per cell: ``study.samplers``) for hyper-parameters and tells it the outcome;
+``study.schedulers.CellPruningScheduler`` asks that same cell's Optuna pruner whether to stop a
+trial. So a trial is only ever compared with trials of its own cell: STN-C1's trials are never pruned
+for being worse than STN-SL1's, and each cell's best trial trains to the end. Search trials train with
+seeds of their own (``study.samplers.search_seed``), never one of the final runs' seeds.
 
 A free slot goes to the cell with the most work left (its trials still to start × its measured trial
 time): the longest work starts first, so the study does not end on one long trial running alone.
@@ -15,7 +16,6 @@ stage then runs only what is left.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import pickle
 import time
@@ -25,6 +25,7 @@ import optuna
 from ray.tune.search import Searcher
 
 from study.config import Cell, Range, SearchSpace, StudyConfig
+from study.samplers import make_pruner, make_sampler, search_seed
 from study.state import read_deadline, save_searcher
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -32,18 +33,6 @@ log = logging.getLogger(__name__)
 METRIC, MODE = "val_error", "min"
 HPARAM_KEYS = ("optimizer", "lr", "loc_lr_mult", "momentum", "weight_decay", "batch_size")
 FINAL_ENDS = ("completed", "diverged")  # a final run that failed (errored) early is tried again by the final stage
-
-
-def cell_seed(seed: int, key: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}/{key}".encode()).digest()[:4], "little")
-
-
-def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
-    if cfg.pruner == "asha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=cfg.grace_period, reduction_factor=cfg.reduction_factor)
-    if cfg.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=cfg.grace_period)
-    return optuna.pruners.NopPruner()
 
 
 def _suggest_float(trial: optuna.Trial, name: str, value: Range) -> float:
@@ -102,7 +91,7 @@ class PerCellSearcher(Searcher):
         self._suggested_at: dict[str, float] = {}
 
     def _new_study(self, key: str) -> optuna.Study:
-        sampler = optuna.samplers.TPESampler(seed=cell_seed(self.cfg.seed, key))
+        sampler = make_sampler(self.cfg, key)
         return optuna.create_study(study_name=key, direction="minimize", sampler=sampler, pruner=make_pruner(self.cfg))
 
     @property
@@ -192,10 +181,12 @@ class PerCellSearcher(Searcher):
         hparams = sample_hparams(trial, self.cfg.space_for(cell.dataset, cell.variant))
         trial.set_user_attr("hparams", hparams)
         trial.set_user_attr("tune_trial_id", trial_id)
+        seed = search_seed(self.cfg.seed, key, trial.number)  # never a final seed: see study.samplers
+        trial.set_user_attr("seed", seed)
         self.live[trial_id] = (key, trial.number)
         self._trials[trial_id] = trial
         self._autosave()
-        return {**trial_constants(self.cfg, "search"), **cell_fields(cell), "seed": self.cfg.seed,
+        return {**trial_constants(self.cfg, "search"), **cell_fields(cell), "seed": seed,
                 "trial_number": trial.number, **hparams}
 
     def _trial(self, trial_id: str) -> optuna.Trial | None:

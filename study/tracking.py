@@ -23,8 +23,8 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 log = logging.getLogger(__name__)
-EPOCH_METRICS = ("train_loss", "val_error", "images_per_s", "lr", "epoch_seconds", "restored_from_epoch",
-                 "trial_seconds")
+EPOCH_METRICS = ("train_loss", "val_error", "val_pose_sd", "val_angle_slope", "images_per_s", "lr", "epoch_seconds",
+                 "restored_from_epoch", "trial_seconds")
 SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql")
 PACKAGES = ("torch", "torchvision", "ray", "optuna", "mlflow", "stn-study")
 PARAM_KEYS = ("dataset", "variant", "st_transform", "depth", "sharing", "iterations", "optimizer", "lr",
@@ -210,7 +210,7 @@ class TrialTracker(tune.Callback):
 
 ARTIFACT_FILES = ("angle_plot.png", "aligned_examples.png", "figures.npz", "model.pt", "model_spec.json")
 END_METRICS = ("test_error", "test_error_sd", "pose_sd", "angle_slope", "angle_intercept", "feature_misalignment",
-               "trial_seconds")
+               "pose_sd_composed", "angle_slope_composed", "angle_intercept_composed", "trial_seconds")
 
 
 def is_end_metric(key: str) -> bool:

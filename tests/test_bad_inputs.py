@@ -43,6 +43,8 @@ CASES = [
     (["--max-hours", "0"], "max_hours: must be a number > 0"),
     (["--set", "min_free_gb=1e9"], "min_free_gb: only"),
     (["--set", "st_transforms=[projective]"], "st_transforms: unknown st_transform 'projective'"),
+    (["--set", "sampler=cmaes"], "sampler: allowed: 'tpe', 'gp' or 'random'"),
+    (["--final-seeds", "0", "1048576"], "final_seeds: final seeds must lie in [0, 1048576)"),
 ]
 
 

@@ -28,6 +28,13 @@ def test_paper_preset_covers_three_distortions_and_deeper_rows():
     assert {"rotated-mnist/STN-SL1", "translated-mnist/STN-C1", "scaled-mnist/STN-SL2"} <= cells
 
 
+def test_presets_choose_their_sampler_deliberately():
+    smoke, paper = load("smoke"), load("paper")
+    assert smoke.sampler == "tpe" and smoke.n_startup_trials >= smoke.trials_per_cell  # random search, stated
+    assert paper.sampler == "tpe" and 0 < paper.n_startup_trials < paper.trials_per_cell  # random start, then TPE
+    assert "sampler: tpe" in paper.to_yaml() and "n_startup_trials: 6" in paper.to_yaml()  # saved with the study
+
+
 def test_cli_flags_and_set_override_fields():
     args = parser().parse_args(["--preset", "cpu-demo", "--epochs", "7", "--variants", "CNN", "STN-SL1",
                                 "--set", "search.lr.high=0.01", "--gpus-per-trial", "0.5", "--final-seeds"])
@@ -57,6 +64,10 @@ def test_overrides_give_a_cell_its_own_space():
     ({"st_transforms": ["projective"]}, "st_transforms: unknown st_transform 'projective'"),
     ({"overrides": {"STN-X9": {}}}, "overrides: 'STN-X9' names no cell"),
     ({"extra_cells": ["rotated-mnist/STN-SL2"]}, "extra_cells: variant 'STN-SL2' is not possible"),
+    ({"sampler": "cmaes"}, "sampler: allowed: 'tpe', 'gp' or 'random' (got 'cmaes')"),
+    ({"n_startup_trials": -1}, "n_startup_trials: Input should be greater than or equal to 0"),
+    ({"final_seeds": [0, 2**20]}, "final_seeds: final seeds must lie in [0, 1048576) (search trials use seeds"),
+    ({"final_seeds": [-1]}, "final_seeds: final seeds must lie in [0, 1048576)"),
 ])
 def test_invalid_fields_fail_in_one_line(override, needle):
     with pytest.raises(ConfigError) as info:

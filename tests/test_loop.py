@@ -1,6 +1,7 @@
 """The training loop: learns, diverges cleanly, resumes exactly, honours LR schedule and multipliers."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -100,3 +101,33 @@ def test_channels_last_computes_the_same_function(variant):
     out_fast.sum().backward()
     for a, b in zip(model.parameters(), fast.parameters()):
         assert torch.allclose(a.grad, b.grad, atol=1e-4)
+
+
+@pytest.mark.parametrize("variant", ["CNN", "STN-C0", "STN-C1", "STN-SL1", "STN-DL1"])
+def test_every_epoch_logs_the_st_alignment_on_the_val_set(splits, variant):
+    """lr ≈ 0 keeps every ST at its identity start: slope exactly 0, pose SD = the spread of the val angles."""
+    import math
+
+    from trainables.data import DistortedStream, stream_seed
+    from trainables.distortions import make_distortion
+    from trainables.evaluate import EVAL_SEED
+
+    result = train(small(variant=variant, lr=1e-30, epochs=2, train_size=256), splits=splits, evaluate_at_end=False)
+    stream = DistortedStream(splits.val_x, splits.val_y, make_distortion("rotated-mnist"), 500, splits.train_x)
+    angles, labels = zip(*[(p, y) for _, y, p in stream.batches(stream_seed(EVAL_SEED, "val"))])
+    angles, labels = torch.cat(angles).double(), torch.cat(labels)
+    squares = sum(float(((angles[labels == c] - angles[labels == c].mean()) ** 2).sum()) for c in range(10))
+    for record in result.history:
+        assert 0.0 <= record["val_error"] <= 1.0
+        if variant == "CNN":
+            assert "val_pose_sd" not in record and "val_angle_slope" not in record
+        else:
+            assert record["val_angle_slope"] == pytest.approx(0.0, abs=1e-9)
+            assert record["val_pose_sd"] == pytest.approx(math.sqrt(squares / len(angles)), rel=1e-5)
+
+
+def test_bf16_autocast_trains_and_rejects_unknown_precisions(splits):
+    result = train(small(precision="bf16", epochs=1, train_size=256), splits=splits, evaluate_at_end=False)
+    assert result.status == "completed" and math.isfinite(result.history[0]["train_loss"])
+    with pytest.raises(ConfigError, match="precision: 'fp16' is not allowed: allowed fp32, bf16"):
+        small(precision="fp16").validate()

@@ -98,3 +98,45 @@ def test_eq1_rotation_invariant_filters_realign_under_rotation(splits):
     residuals = eq1_residuals(model, splits.test_x[:64])
     assert residuals["eq1_residual_rotation_d1"] < 1e-6
     assert residuals["eq1_residual_rotation_d2"] < 1e-6
+
+
+def _val_draw(splits, dataset):
+    """The val set exactly as ``validate`` draws it (same stream, same seed)."""
+    from trainables.data import DistortedStream, stream_seed
+    from trainables.evaluate import EVAL_SEED
+
+    distortion = make_distortion(dataset)
+    stream = DistortedStream(splits.val_x, splits.val_y, distortion, 500, splits.train_x)
+    batches = list(stream.batches(stream_seed(EVAL_SEED, "val")))
+    return distortion, torch.cat([b[2] for b in batches]), torch.cat([b[1] for b in batches])
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_alignment_of_an_oracle_st_is_perfect_and_of_the_identity_is_the_spread_of_the_draws(splits, dataset):
+    from trainables.evaluate import alignment
+
+    distortion, params, labels = _val_draw(splits, dataset)
+    oracle = alignment(distortion.pose_kind, params, distortion.oracle_theta(params), labels, distortion.side)
+    assert oracle["pose_sd"] < 1e-3
+    identity = alignment(distortion.pose_kind, params, st.identity(len(params)), labels, distortion.side)
+    t = metrics.applied_pose(distortion.pose_kind, params).double().reshape(len(params), -1).numpy()
+    by_hand = sum(((t[labels.numpy() == c] - t[labels.numpy() == c].mean(0)) ** 2).sum() for c in range(10))
+    assert identity["pose_sd"] == pytest.approx(math.sqrt(by_hand / len(t)), rel=1e-6)
+    if dataset == "rotated-mnist":
+        assert oracle["angle_slope"] == pytest.approx(-1.0, abs=1e-4)
+        assert oracle["angle_intercept"] == pytest.approx(0.0, abs=1e-3)
+        assert identity["angle_slope"] == pytest.approx(0.0, abs=1e-9)
+    else:
+        assert "angle_slope" not in oracle
+
+
+def test_composed_pose_is_named_apart_for_iterated_variants(splits):
+    from trainables.evaluate import evaluate
+
+    torch.manual_seed(0)
+    single, _ = evaluate(STNClassifier("rotated-mnist", "STN-SL1"), splits, passes=1)
+    iterated, _ = evaluate(STNClassifier("rotated-mnist", "STN-SL1x2"), splits, passes=1)
+    assert "pose_sd_composed" not in single and "angle_slope_composed" not in single
+    # at identity initialisation the first and the composed transforms are both the identity
+    assert iterated["pose_sd_composed"] == pytest.approx(iterated["pose_sd"], rel=1e-6)
+    assert iterated["angle_slope_composed"] == pytest.approx(0.0, abs=1e-9)

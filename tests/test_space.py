@@ -1,6 +1,8 @@
 """Per-cell search with real Optuna: round-robin cells, seeded TPE, pruning only within a cell,
 most work first, and each cell's final runs scheduled as soon as its search is over."""
 
+import pickle
+
 import optuna
 import pytest
 
@@ -187,3 +189,48 @@ def test_final_runs_in_flight_survive_save_and_restore_and_are_rescheduled_if_lo
     assert lost.final_live == {} and lost.suggest("f1") == final  # the same final run, once more
     restored.on_trial_complete("f0", {"outcome": "completed", "val_error": 0.1})
     assert restored.finals_done == {final_key(final)} and restored.suggest("y") == restored.FINISHED
+
+
+def test_search_trials_never_share_a_seed_with_final_runs_and_keep_theirs_on_extension():
+    from study.config import FINAL_SEED_LIMIT
+    from study.samplers import search_seed
+
+    cfg = config(variants=["CNN", "STN-C1"], trials_per_cell=2, final_seeds=[0, 1])
+    searcher, search, finals = PerCellSearcher(cfg), {}, []
+    for i in range(8):  # two search trials per cell, then each cell's two final runs
+        suggestion = searcher.suggest(f"t{i}")
+        if suggestion["stage"] == "search":
+            search[(suggestion["cell"], suggestion["trial_number"])] = suggestion["seed"]
+        else:
+            finals.append(suggestion["seed"])
+        finish(searcher, f"t{i}", 5.0, value=0.5 - 0.01 * i)
+    assert sorted(finals) == [0, 0, 1, 1] and all(s >= FINAL_SEED_LIMIT for s in search.values())
+    assert len(set(search.values())) == len(search) == 4  # every search trial its own seed
+    assert not set(search.values()) & set(finals)
+    assert all(seed == search_seed(cfg.seed, cell, n) for (cell, n), seed in search.items())
+    extended = PerCellSearcher(cfg)  # a resume or extension: the saved studies go on numbering trials
+    extended.continue_with(searcher.get_state(), config(variants=["CNN", "STN-C1"], trials_per_cell=3,
+                                                        final_seeds=[0, 1]))
+    more = extended.suggest("x")
+    assert more["trial_number"] == 2 and more["seed"] == search_seed(cfg.seed, more["cell"], 2)
+    assert more["seed"] not in search.values()
+    again = PerCellSearcher(cfg).suggest("y")  # a fresh study from the same config: the same first seed
+    assert again["seed"] == search[(again["cell"], 0)]
+
+
+@pytest.mark.parametrize("kind,cls", [("tpe", optuna.samplers.TPESampler), ("gp", optuna.samplers.GPSampler),
+                                      ("random", optuna.samplers.RandomSampler)])
+def test_the_configured_sampler_is_built_per_cell_and_survives_an_extension(kind, cls):
+    cfg = config(variants=["CNN"], trials_per_cell=2, final_seeds=[], sampler=kind, n_startup_trials=1)
+    searcher = PerCellSearcher(cfg)
+    sampler = searcher.studies["rotated-mnist/CNN"].sampler
+    assert type(sampler) is cls and getattr(sampler, "_n_startup_trials", 1) == 1
+    for i in range(2):  # the second trial is the model's (tpe/gp), after one random start-up trial
+        suggestion = searcher.suggest(f"t{i}")
+        assert cfg.search.lr.low <= suggestion["lr"] <= cfg.search.lr.high
+        finish(searcher, f"t{i}", 5.0, value=0.5 - 0.1 * i)
+    extended = PerCellSearcher(config(variants=["CNN"], trials_per_cell=3, final_seeds=[], sampler=kind,
+                                      n_startup_trials=1))
+    extended.continue_with(pickle.loads(pickle.dumps(searcher.get_state())), extended.cfg)
+    assert type(extended.studies["rotated-mnist/CNN"].sampler) is cls
+    assert extended.suggest("t2")["stage"] == "search"

@@ -30,14 +30,50 @@ def error_rate(model: STNClassifier, stream: DistortedStream, seed: int) -> floa
     return wrong / max(total, 1)
 
 
-def val_error(model: STNClassifier, splits: MnistSplits, batch_size: int = 500) -> float:
-    stream = DistortedStream(splits.val_x, splits.val_y, make_distortion(model.dataset), batch_size, splits.train_x)
+def alignment(kind: str, applied: torch.Tensor, theta: torch.Tensor, labels: torch.Tensor, side: int,
+              suffix: str = "") -> dict[str, float]:
+    """Pose SD (and, for rotations, the Deming slope/intercept) of one set of ST outputs θ."""
+    t = metrics.applied_pose(kind, applied).cpu().numpy()
+    p = metrics.predicted_pose(kind, theta, side).cpu().numpy()
+    out = {f"pose_sd{suffix}": metrics.pose_sd(t + p, labels.cpu().numpy())}
+    if kind == "rotation":
+        out[f"angle_slope{suffix}"], out[f"angle_intercept{suffix}"] = metrics.deming(t, p)
+    return out
+
+
+def validate(model: STNClassifier, splits: MnistSplits, batch_size: int = 500) -> dict[str, float]:
+    """Per-epoch validation: ``val_error``, and for an STN ``val_pose_sd`` / ``val_angle_slope`` (first ST).
+
+    One forward pass over the (fixed) distorted val set gives all three, so an epoch's telemetry
+    shows whether and when the ST starts to undo the distortion at no extra pass.
+    """
+    distortion = make_distortion(model.dataset)
+    stream = DistortedStream(splits.val_x, splits.val_y, distortion, batch_size, splits.train_x)
     was_training = model.training
     model.eval()
+    wrong, applied, thetas, labels = 0, [], [], []
     try:
-        return error_rate(model, stream, stream_seed(EVAL_SEED, "val"))
+        with torch.no_grad():
+            for images, y, params in stream.batches(stream_seed(EVAL_SEED, "val")):
+                details = model.forward_details(images)
+                wrong += int((details.logits.argmax(1) != y).sum())
+                if model.spec.has_st:
+                    applied.append(params)
+                    thetas.append(details.thetas[0])
+                    labels.append(y)
     finally:
         model.train(was_training)
+    out = {"val_error": wrong / max(len(splits.val_y), 1)}
+    if applied:
+        pose = alignment(distortion.pose_kind, torch.cat(applied), torch.cat(thetas), torch.cat(labels), distortion.side)
+        out["val_pose_sd"] = pose["pose_sd"]
+        if "angle_slope" in pose:
+            out["val_angle_slope"] = pose["angle_slope"]
+    return out
+
+
+def val_error(model: STNClassifier, splits: MnistSplits, batch_size: int = 500) -> float:
+    return validate(model, splits, batch_size)["val_error"]
 
 
 def stride_at_depth(model: STNClassifier, depth: int) -> int:
@@ -77,7 +113,7 @@ def evaluate(model: STNClassifier, splits: MnistSplits, passes: int = TEST_PASSE
     model.eval()
     distortion = make_distortion(model.dataset)
     stream = DistortedStream(splits.test_x, splits.test_y, distortion, batch_size, splits.train_x)
-    errors, applied, predicted, labels = [], [], [], []
+    errors, applied, first, composed, labels = [], [], [], [], []
     with torch.no_grad():
         for k in range(passes):
             wrong = 0
@@ -85,18 +121,21 @@ def evaluate(model: STNClassifier, splits: MnistSplits, passes: int = TEST_PASSE
                 details = model.forward_details(images)
                 wrong += int((details.logits.argmax(1) != y).sum())
                 if model.spec.has_st:
-                    applied.append(metrics.applied_pose(distortion.pose_kind, params).cpu())
-                    predicted.append(metrics.predicted_pose(distortion.pose_kind, details.thetas[0], distortion.side).cpu())
-                    labels.append(y.cpu())
+                    applied.append(params)
+                    first.append(details.thetas[0])
+                    composed.append(details.theta)
+                    labels.append(y)
             errors.append(wrong / len(splits.test_y))
     result = {"test_error": float(np.mean(errors)), "test_error_sd": float(np.std(errors))}
     figures: dict[str, np.ndarray] = {}
     if model.spec.has_st:
-        t, p, y = torch.cat(applied).numpy(), torch.cat(predicted).numpy(), torch.cat(labels).numpy()
-        result["pose_sd"] = metrics.pose_sd(t + p, y)
-        if distortion.pose_kind == "rotation":
-            result["angle_slope"], result["angle_intercept"] = metrics.deming(t, p)
-            figures["angle_applied"], figures["angle_predicted"] = t, p
+        kind, t, y = distortion.pose_kind, torch.cat(applied), torch.cat(labels)
+        result.update(alignment(kind, t, torch.cat(first), y, distortion.side))  # the paper's: the first ST
+        if model.spec.iterations > 1:  # what the iterated model actually applies: named apart
+            result.update(alignment(kind, t, torch.cat(composed), y, distortion.side, suffix="_composed"))
+        if kind == "rotation":
+            figures["angle_applied"] = metrics.applied_pose(kind, t).cpu().numpy()
+            figures["angle_predicted"] = metrics.predicted_pose(kind, torch.cat(first), distortion.side).cpu().numpy()
         sample = splits.test_x[:MISALIGNMENT_DIGITS]
         result["feature_misalignment"] = feature_misalignment(model, sample)
     result.update(eq1_residuals(model, splits.test_x[:EQ1_DIGITS]))

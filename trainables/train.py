@@ -39,6 +39,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--test-passes", type=int, default=10, help="randomised passes over the test set (K)")
     p.add_argument("--memory-format", default="auto", help="auto (channels_last on CPU), channels_last, contiguous")
+    p.add_argument("--precision", default="fp32", help="fp32, or bf16 (autocast of the forward pass)")
     p.add_argument("--data-root", default=None, help="torchvision MNIST root; default: the embedded subset")
     p.add_argument("--download", action="store_true", help="download MNIST into --data-root if missing")
     p.add_argument("--out", default="runs/train", help="directory for result.json")
@@ -46,8 +47,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _fmt(record: dict, epochs: int, elapsed: float) -> str:
-    return (f"epoch {record['epoch']:>3}/{epochs}  loss {record['train_loss']:.4f}  val {100 * record['val_error']:5.2f}%  "
-            f"lr {record['lr']:.2g}  {record['images_per_s']:,.0f} img/s  {elapsed:,.0f}s")
+    pose = f"  pose SD {record['val_pose_sd']:.3g}" if "val_pose_sd" in record else ""
+    slope = f"  slope {record['val_angle_slope']:+.2f}" if "val_angle_slope" in record else ""
+    return (f"epoch {record['epoch']:>3}/{epochs}  loss {record['train_loss']:.4f}  val {100 * record['val_error']:5.2f}%"
+            f"{pose}{slope}  lr {record['lr']:.2g}  {record['images_per_s']:,.0f} img/s  {elapsed:,.0f}s")
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,182 @@
+"""``python -m study.recipe``: a grid of single trainings to find what makes an ST learn, by measurement.
+
+A study searches hyper-parameters for the best *error*; whether a localisation network learns to
+undo the distortion at all, and how many CPU-minutes that takes, is a question about training
+curves. This runs the product of the given options as ``python -m trainables.train`` processes
+(one thread each, ``--parallel`` at a time; a finished run is never repeated, so a stopped grid
+continues where it was), then tabulates the per-epoch validation telemetry (``val_angle_slope``,
+``val_pose_sd``) at fixed epochs and draws the curves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from trainables.train import RESULT_FILE
+
+AXES = ("variant", "optimizer", "lr", "momentum", "batch_size", "loc_lr_mult", "lr_milestones", "st_transform",
+        "precision", "seed")
+ABBREVIATIONS = {"variant": "", "optimizer": "", "lr": "lr", "momentum": "m", "batch_size": "b", "loc_lr_mult": "loc",
+                 "lr_milestones": "ms", "st_transform": "", "precision": "", "seed": "s"}
+
+
+def run_name(point: dict) -> str:
+    parts = []
+    for axis in AXES:
+        value = point[axis]
+        if axis == "lr_milestones":
+            value = "-".join(f"{m:g}" for m in value) if value else "const"
+        parts.append(f"{ABBREVIATIONS[axis]}{value:g}" if isinstance(value, float) else f"{ABBREVIATIONS[axis]}{value}")
+    return "_".join(parts)
+
+
+def grid(args: argparse.Namespace) -> list[dict]:
+    """The product of the options; momentum only varies for SGD (Adam ignores it)."""
+    points, seen = [], set()
+    values = [getattr(args, axis) for axis in AXES if axis != "lr_milestones"]
+    for combo in itertools.product(*values):
+        point = dict(zip([a for a in AXES if a != "lr_milestones"], combo))
+        point["lr_milestones"] = tuple(args.lr_milestones)
+        if point["optimizer"] == "adam":
+            point["momentum"] = 0.0
+        point["lr"] = point["lr"] if point["lr"] is not None else (1e-3 if point["optimizer"] == "adam" else 0.01)
+        name = run_name(point)
+        if name not in seen:
+            seen.add(name)
+            points.append(point)
+    return points
+
+
+def command(point: dict, args: argparse.Namespace, out: Path) -> list[str]:
+    cmd = [sys.executable, "-m", "trainables.train", "--dataset", args.dataset, "--epochs", str(args.epochs),
+           "--threads", "1", "--test-passes", str(args.test_passes), "--out", str(out)]
+    if args.train_size:
+        cmd += ["--train-size", str(args.train_size)]
+    for axis in AXES:
+        flag = "--" + axis.replace("_", "-")
+        value = point[axis]
+        cmd += [flag, *[str(v) for v in value]] if axis == "lr_milestones" else [flag, str(value)]
+    return cmd
+
+
+def run_grid(points: list[dict], args: argparse.Namespace, root: Path) -> None:
+    pending = [p for p in points if not (root / run_name(p) / RESULT_FILE).exists()]
+    print(f"{len(points)} runs, {len(points) - len(pending)} already done, {args.parallel} at a time", flush=True)
+    running: list[tuple[subprocess.Popen, str, float]] = []
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    while pending or running:
+        while pending and len(running) < args.parallel:
+            point = pending.pop(0)
+            name = run_name(point)
+            (root / name).mkdir(parents=True, exist_ok=True)
+            log = open(root / name / "train.log", "w")
+            running.append((subprocess.Popen(command(point, args, root / name), stdout=log, stderr=subprocess.STDOUT,
+                                             env=env), name, time.time()))
+            print(f"started {name}", flush=True)
+        time.sleep(2)
+        for proc, name, started in list(running):
+            if proc.poll() is not None:
+                running.remove((proc, name, started))
+                print(f"ended {name}: rc {proc.returncode}, {(time.time() - started) / 60:.1f} min", flush=True)
+
+
+def table(root: Path, checkpoints: list[int]) -> pd.DataFrame:
+    """One row per finished run: slope / pose SD / val error at the checkpoint epochs, minutes, test metrics."""
+    rows = []
+    for path in sorted(root.glob(f"*/{RESULT_FILE}")):
+        result = json.loads(path.read_text())
+        cfg, history = result["config"], result["history"]
+        row = {axis: cfg.get(axis) for axis in AXES}
+        row["lr_milestones"] = "-".join(f"{m:g}" for m in cfg["lr_milestones"]) or "const"
+        by_epoch = {h["epoch"]: h for h in history}
+        for epoch in checkpoints:
+            h = by_epoch.get(epoch, {})
+            row[f"slope@{epoch}"] = h.get("val_angle_slope")
+            row[f"poseSD@{epoch}"] = h.get("val_pose_sd")
+            row[f"val%@{epoch}"] = 100 * h["val_error"] if "val_error" in h else None
+        row["minutes"] = result.get("wall_seconds", 0) / 60
+        metrics = result["metrics"]
+        row["test%"] = 100 * metrics["test_error"] if "test_error" in metrics else None
+        row["slope"], row["poseSD"] = metrics.get("angle_slope"), metrics.get("pose_sd")
+        row["run"] = path.parent.name
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def curves(root: Path, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    for path in sorted(root.glob(f"*/{RESULT_FILE}")):
+        history = json.loads(path.read_text())["history"]
+        if not history or "val_pose_sd" not in history[0]:
+            continue
+        epochs = [h["epoch"] for h in history]
+        for ax, key, scale in zip(axes, ("val_angle_slope", "val_pose_sd", "val_error"), (1, 1, 100)):
+            ax.plot(epochs, [scale * h.get(key, float("nan")) for h in history], lw=1, label=path.parent.name)
+    for ax, title in zip(axes, ("val angle slope (−1 = undoes rotation)", "val pose SD", "val error %")):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=6, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m study.recipe", description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", default="rotated-mnist")
+    p.add_argument("--variant", nargs="+", default=["STN-C0", "STN-SL1"])
+    p.add_argument("--optimizer", nargs="+", default=["adam"])
+    p.add_argument("--lr", nargs="+", type=float, default=[None], help="default: 1e-3 for Adam, 0.01 for SGD")
+    p.add_argument("--momentum", nargs="+", type=float, default=[0.9], help="SGD only")
+    p.add_argument("--batch-size", nargs="+", type=int, default=[256])
+    p.add_argument("--loc-lr-mult", nargs="+", type=float, default=[1.0])
+    p.add_argument("--lr-milestones", nargs="*", type=float, default=[], help="one schedule for all (default constant)")
+    p.add_argument("--st-transform", nargs="+", default=["affine"])
+    p.add_argument("--precision", nargs="+", default=["fp32"])
+    p.add_argument("--seed", nargs="+", type=int, default=[1])
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--train-size", type=int, default=None)
+    p.add_argument("--test-passes", type=int, default=2)
+    p.add_argument("--parallel", type=int, default=2, help="trainings at once (one CPU thread each)")
+    p.add_argument("--checkpoints", nargs="+", type=int, default=[10, 25, 50, 100, 200])
+    p.add_argument("--out", default="runs/recipe", help="one folder per run; result.json, train.log")
+    p.add_argument("--table-only", action="store_true", help="tabulate what is there, start nothing")
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    root = Path(args.out)
+    root.mkdir(parents=True, exist_ok=True)
+    if not args.table_only:
+        run_grid(grid(args), args, root)
+    frame = table(root, args.checkpoints)
+    if frame.empty:
+        print("no finished runs yet")
+        return 0
+    frame = frame.dropna(axis=1, how="all")
+    (root / "recipe.md").write_text(frame.to_markdown(index=False, floatfmt=".2f"))
+    frame.to_csv(root / "recipe.csv", index=False)
+    curves(root, root / "recipe_curves.png")
+    print(frame.to_markdown(index=False, floatfmt=".2f"))
+    print(f"wrote {root / 'recipe.md'}, recipe.csv, recipe_curves.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
