@@ -96,11 +96,12 @@ def data_speedup(digits: torch.Tensor, workers: int) -> dict:
     return out
 
 
-def training_step(forward, optimizer):
+def training_step(forward, optimizer, bf16: bool = False):
     """One forward + backward + Adam step: the compute bound and the step options time this."""
 
     def step(images, labels):
-        loss = torch.nn.functional.cross_entropy(forward(images), labels)
+        with torch.autocast(images.device.type, torch.bfloat16, enabled=bf16):
+            loss = torch.nn.functional.cross_entropy(forward(images), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -141,21 +142,22 @@ def train_vs_bound(splits, variant: str, epochs: int, train_size: int) -> dict:
 
 
 def step_options(splits, variant: str = "STN-SL1", steps: int = 12) -> dict:
-    """Training-step throughput of eager vs channels_last vs torch.compile on pre-generated batches.
+    """Training-step throughput of eager vs channels_last vs torch.compile vs bf16 autocast on pre-generated batches.
 
-    Compile time is reported beside the speed so it can be set against a paper-length run.
+    Compile time is reported beside the speed so it can be set against a paper-length run; bf16 is
+    the loop's ``precision: bf16`` (an option only where it pays: see the README's Performance).
     """
     stream = DistortedStream(splits.train_x[:256 * steps], splits.train_y[:256 * steps],
                              make_distortion("rotated-mnist"), 256, splits.train_x)
     batches = list(stream.batches(0))
     out = {}
-    for option in ("eager", "channels_last", "compile", "compile+channels_last"):
+    for option in ("eager", "channels_last", "compile", "compile+channels_last", "channels_last+bf16"):
         torch.manual_seed(0)
         model = STNClassifier("rotated-mnist", variant)
         if "channels_last" in option:
             model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-        step = training_step(torch.compile(model) if "compile" in option else model, optimizer)
+        step = training_step(torch.compile(model) if "compile" in option else model, optimizer, bf16="bf16" in option)
 
         started = time.perf_counter()
         step(*batches[0][:2])  # the first step pays compilation

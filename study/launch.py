@@ -16,6 +16,7 @@ from pathlib import Path
 
 from study import config as study_config
 from study.config import ConfigError, StudyConfig
+from study.signals import STOP, graceful_stop
 from trainables.data import DataError
 
 log = logging.getLogger("study")
@@ -103,8 +104,9 @@ def run(cfg: StudyConfig, quiet: bool = False, max_hours: float | None = None, c
     from study.runner import StudyRunner
 
     runner = StudyRunner(cfg, quiet=quiet, max_hours=max_hours, cluster_address=address, use_cluster=cluster)
-    runner.start()
-    return runner.execute()
+    with graceful_stop():  # SIGTERM / SIGHUP: like Ctrl-C
+        runner.start()
+        return runner.execute()
 
 
 def storage_root(storage_path: str | None) -> Path:
@@ -128,8 +130,9 @@ def resume(wanted: str | None, changes: dict | None = None, storage_path: str | 
             section, field = key.split(".")
             setattr(getattr(cfg, section), field, value)
     runner = StudyRunner(cfg, quiet=quiet, max_hours=max_hours, cluster_address=address, use_cluster=cluster)
-    runner.attach(state)
-    return runner.execute()
+    with graceful_stop():
+        runner.attach(state)
+        return runner.execute()
 
 
 def list_studies(storage_path: str | None) -> str:
@@ -182,7 +185,7 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        return 130
+        return STOP.exit_code(130)  # 143 for SIGTERM, 129 for SIGHUP
     except RuntimeError as err:
         from study.disk import DiskSpaceError
         from study.setup import TrackingBacklog

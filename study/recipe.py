@@ -97,6 +97,8 @@ def table(root: Path, checkpoints: list[int]) -> pd.DataFrame:
         cfg, history = result["config"], result["history"]
         row = {axis: cfg.get(axis) for axis in AXES}
         row["lr_milestones"] = "-".join(f"{m:g}" for m in cfg["lr_milestones"]) or "const"
+        row["lr"], row["loc_lr_mult"] = f"{cfg['lr']:g}", f"{cfg['loc_lr_mult']:g}"  # not rounded by the table's floatfmt
+        row["status"] = result["status"]
         by_epoch = {h["epoch"]: h for h in history}
         for epoch in checkpoints:
             h = by_epoch.get(epoch, {})

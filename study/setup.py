@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from study import cluster
 from study.config import StudyConfig
 from study.disk import DiskGuard, check_free_space
+from study.signals import STOP
 from study.launch import artifacts_root, new_study_id, resolve_tracking_uri, storage_root
 from study.spool import TrackingSpool
 from study.state import StudyState, study_dir
@@ -61,12 +62,14 @@ class StudySetup:
         check_tracking_uri(self.tracking_uri)
         if self.use_cluster:
             cluster.check_cluster_settings(self.tracking_uri, self.cfg.storage_path)
-            cluster.connect(self.address)
+            with STOP.around_ray_init():  # ray.init puts in its own SIGTERM handler, which exits at once
+                cluster.connect(self.address)
             nodes = cluster.probe_storage(str(self.storage))
             self.say(f"cluster: {nodes} nodes, storage {self.storage} reachable from all")
         else:
             Path(self.storage).mkdir(parents=True, exist_ok=True)
-            cluster.init_local()
+            with STOP.around_ray_init():
+                cluster.init_local()
         import ray
 
         for kind, wanted in (("GPU", self.cfg.resources.gpus), ("CPU", self.cfg.resources.cpus)):

@@ -23,6 +23,11 @@ def add_run(client, exp, parent, cell, stage, seed, outcome="completed", trial=0
         client.log_param(rid, key, value)
     for epoch, value in enumerate([0.5, 0.3, metrics.get("val_error", 0.1)], start=1):
         client.log_metric(rid, "val_error", value, step=epoch)
+    if "angle_slope" in metrics:  # the per-epoch telemetry: from the identity (0, 52°) to the end values
+        for epoch, (slope, sd) in enumerate([(0.0, 52.0), (metrics["angle_slope"] / 2, 45.0),
+                                             (metrics["angle_slope"], metrics["pose_sd"])], start=1):
+            client.log_metric(rid, "val_angle_slope", slope, step=epoch)
+            client.log_metric(rid, "val_pose_sd", sd, step=epoch)
     if npz is not None:
         path = npz.parent / f"{rid}.npz"
         np.savez(path, **npz_data(npz.name))
@@ -178,13 +183,27 @@ def test_figures_are_real_pngs(built):
     assert fig3.shape[:2] == (380, 720)  # two STN panels of 3.6 × 3.8 in at 100 dpi
     assert imread(out / "fig2_aligned_rotated.png").shape[0] > 100
     assert imread(out / "learning_curves.png").shape[1] >= 400
+    assert imread(out / "alignment_vs_epoch_rotated.png").shape[1] >= 400
+
+
+def test_alignment_vs_epoch_averages_the_reported_runs_of_each_st_row(store):
+    from study.report import alignment_curves
+
+    uri, client, _ = store
+    curves = alignment_curves(client, load_study(client, None).runs, "rotated-mnist")
+    assert set(curves) == {"STN-C1", "STN-SL1"}  # the CNN has no ST
+    sl1 = curves["STN-SL1"].groupby("epoch")[["val_angle_slope", "val_pose_sd"]].mean()
+    assert curves["STN-SL1"]["run_id"].nunique() == 3
+    assert sl1.loc[1].tolist() == [0.0, 52.0] and sl1.loc[2].tolist() == [-0.45, 45.0]
+    assert sl1.loc[3, "val_pose_sd"] == pytest.approx((30 + 31 + 32) / 3)
+    assert curves["STN-C1"].groupby("epoch")["val_pose_sd"].mean().loc[3] == pytest.approx(51.0)
 
 
 def test_html_page_is_self_contained(built):
     page = (built / "report.html").read_text()
     for title in ("Accuracy: test error", "Alignment:", "Eq. 1:"):
         assert title in page
-    assert page.count("data:image/png;base64,") == 3 and "src='http" not in page
+    assert page.count("data:image/png;base64,") == 4 and "src='http" not in page
     assert (built / "accuracy.tex").read_text().count(r"\toprule") == 1
 
 

@@ -35,3 +35,23 @@ def test_cli_reports_divergence(tmp_path):
     code = main(["--variant", "STN-C0", "--optimizer", "sgd", "--lr", "1e30", *ARGS, "--out", str(tmp_path)])
     assert code == 1
     assert json.loads((tmp_path / "result.json").read_text())["status"] == "diverged"
+
+
+def test_sigterm_keeps_the_epochs_done_so_far(tmp_path):
+    """A grid of trainings is stopped by SIGTERM (timeout, a scheduler): the finished epochs stay in result.json."""
+    import signal
+    import time
+
+    cmd = [sys.executable, "-m", "trainables.train", "--variant", "STN-C0", "--epochs", "500", "--train-size", "128",
+           "--batch-size", "128", "--threads", "1", "--device", "cpu", "--out", str(tmp_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and "epoch   2/500" not in (line := proc.stdout.readline()):
+        assert line or proc.poll() is None, "the training ended before two epochs"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["status"] == "stopped" and len(result["history"]) >= 2
+    assert [h["epoch"] for h in result["history"]] == list(range(1, len(result["history"]) + 1))
+    assert "val_pose_sd" in result["history"][0] and "test_error" not in result["metrics"]

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
 
 from trainables.data import DataError, load_mnist
-from trainables.loop import OPTIMIZERS, ConfigError, TrainConfig, train
+from trainables.loop import OPTIMIZERS, ConfigError, TrainConfig, TrainResult, train
 from trainables.registry import DATASETS, ST_TRANSFORMS, VariantError
 
 RESULT_FILE = "result.json"
@@ -46,6 +47,10 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt(signum, _frame):
+    raise KeyboardInterrupt
+
+
 def _fmt(record: dict, epochs: int, elapsed: float) -> str:
     pose = f"  pose SD {record['val_pose_sd']:.3g}" if "val_pose_sd" in record else ""
     slope = f"  slope {record['val_angle_slope']:+.2f}" if "val_angle_slope" in record else ""
@@ -70,14 +75,30 @@ def main(argv=None) -> int:
     print(f"training {cfg.variant} ({cfg.st_transform}) on {cfg.dataset}: {cfg.epochs} epochs, {cfg.optimizer} "
           f"lr {cfg.lr:g}, batch {cfg.batch_size}, seed {cfg.seed}, device {cfg.resolved_device()}", flush=True)
     started = time.perf_counter()
-    result = train(cfg, on_epoch=lambda rec, _: print(_fmt(rec, cfg.epochs, time.perf_counter() - started), flush=True),
-                   splits=splits)
+    history: list[dict] = []
+
+    def on_epoch(record: dict, _state) -> None:
+        history.append(record)
+        print(_fmt(record, cfg.epochs, time.perf_counter() - started), flush=True)
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        result = train(cfg, on_epoch=on_epoch, splits=splits)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep the epochs done so far, then stop
+        result = TrainResult("stopped", {"epochs_completed": len(history), **(history[-1] if history else {})},
+                             history, "interrupted", config={**asdict(cfg), "data_source": splits.source,
+                                                             "data_digest": splits.digest})
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     payload = {"status": result.status, "message": result.message, "config": result.config,
                "metrics": result.metrics, "history": result.history,
                "wall_seconds": time.perf_counter() - started}
     (out / RESULT_FILE).write_text(json.dumps(payload, indent=2))
+    if result.status == "stopped":
+        print(f"stopped after {len(history)} epochs; wrote {out / RESULT_FILE}", file=sys.stderr)
+        return 130
     if result.status == "diverged":
         print(f"diverged: {result.message}", file=sys.stderr)
         print(f"wrote {out / RESULT_FILE}")

@@ -1,0 +1,91 @@
+"""SIGTERM and SIGHUP stop a study the way Ctrl-C does.
+
+``docker stop``, Kubernetes, systemd and ``timeout`` send SIGTERM, a closed terminal SIGHUP. Left to
+Python and Ray (whose ``ray.init`` installs a SIGTERM handler that exits at once), the driver would die
+mid-run with its MLflow runs RUNNING. Here both are handed to whatever handles SIGINT at that moment —
+Tune's graceful stop during a Tune run, ``KeyboardInterrupt`` elsewhere — so the study ends
+``interrupted`` and resumable, and the exit status still says which signal came (128 + its number).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class StopSignals:
+    """The driver's SIGTERM/SIGHUP handler; ``install`` again after ``ray.init``, which replaces it."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self.previous: dict[int, object] = {}  # what was there before us: put back by ``restore``
+
+    @property
+    def active(self) -> bool:
+        return bool(self.previous)
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # Python only lets the main thread set handlers; a study run from a thread keeps the defaults
+        for sig in STOP_SIGNALS:
+            current = signal.getsignal(sig)
+            if current == self._handle:
+                continue
+            if current == signal.SIG_IGN and sig not in self.previous:
+                continue  # e.g. SIGHUP under nohup: whoever started us wants the study to survive it
+            self.previous[sig] = current  # the first install's, or Ray's after ray.init: restored as found
+            signal.signal(sig, self._handle)
+
+    @contextmanager
+    def around_ray_init(self):
+        """Hold SIGTERM/SIGHUP while ``ray.init`` runs, then take them back from Ray.
+
+        A signal that comes meanwhile waits for our handler instead of meeting Ray's. The processes of a
+        local Ray instance inherit the blocked mask (as Ray itself blocks SIGINT in them), so a SIGTERM sent
+        to the whole process group (``timeout``, systemd) leaves them running for the driver's graceful stop.
+        """
+        if not self.active:
+            yield
+            return
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            yield
+            self.install()
+        except SystemExit:  # Ray's handler ran all the same: the signal reached a thread that was not holding it
+            self.received = self.received or signal.SIGTERM
+            raise KeyboardInterrupt from None
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        self.previous.clear()
+
+    def exit_code(self, default: int = 130) -> int:
+        return 128 + self.received if self.received else default
+
+    def _handle(self, signum, frame) -> None:
+        self.received = self.received or signum
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)  # Tune's: stop the run and save its state; else Python's: KeyboardInterrupt
+        else:
+            raise KeyboardInterrupt
+
+
+STOP = StopSignals()
+
+
+@contextmanager
+def graceful_stop():
+    """SIGTERM/SIGHUP behave like Ctrl-C inside; the earlier handlers are back afterwards."""
+    STOP.received = None
+    STOP.install()
+    try:
+        yield STOP
+    finally:
+        STOP.restore()
