@@ -172,10 +172,14 @@ def main(argv=None) -> int:
         print("no finished runs yet")
         return 0
     frame = frame.dropna(axis=1, how="all")
-    (root / "recipe.md").write_text(frame.to_markdown(index=False, floatfmt=".2f"))
+    shown = frame.drop(columns=["precision", "lr_milestones"] if frame["precision"].eq("fp32").all() and
+                       frame["lr_milestones"].eq("const").all() else [])
+    shown = shown.map(lambda v: f"{v:.2f}" if isinstance(v, float) else ("" if v is None else v))
+    markdown = shown.to_markdown(index=False, disable_numparse=True)
+    (root / "recipe.md").write_text(markdown)
     frame.to_csv(root / "recipe.csv", index=False)
     curves(root, root / "recipe_curves.png")
-    print(frame.to_markdown(index=False, floatfmt=".2f"))
+    print(markdown)
     print(f"wrote {root / 'recipe.md'}, recipe.csv, recipe_curves.png")
     return 0
 

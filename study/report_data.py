@@ -84,8 +84,22 @@ def row_label(variant: str, st_transform: str | float | None) -> str:
 
 
 def row_order(labels) -> list[str]:
-    core = [v for v in CORE_VARIANTS if v in set(labels)]
-    return core + sorted(set(labels) - set(core))
+    """Core variants first in the paper's order (with any ST parameterisation beside its variant), then the rest."""
+    def key(label: str):
+        variant = label.split(" [")[0]
+        return (CORE_VARIANTS.index(variant) if variant in CORE_VARIANTS else len(CORE_VARIANTS), label)
+
+    return sorted(set(labels), key=key)
+
+
+def resolve_row(labels, name: str) -> str:
+    """A compared variant's row: the exact label, else that variant's only parameterised row (e.g.
+    ``STN-SL1`` → ``STN-SL1 [rotation]`` in a rotation-parameterised study)."""
+    labels = set(labels)
+    if name in labels:
+        return name
+    matches = [label for label in labels if label.startswith(f"{name} [")]
+    return matches[0] if len(matches) == 1 else name
 
 
 def datasets_in(runs: pd.DataFrame) -> list[str]:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from study.report_data import COLUMN, datasets_in, failure_counts, pose_unit, reported_runs, row_order
+from study.report_data import COLUMN, datasets_in, failure_counts, pose_unit, reported_runs, resolve_row, row_order
 
 DASH = "—"
 
@@ -73,7 +73,7 @@ def welch(a, b) -> dict:
 def comparison_notes(runs: pd.DataFrame, pair: tuple[str, str], metric: str, scale: float, unit: str) -> list[str]:
     """Per dataset: A − B with its 95 % Welch CI, Hedges' g and Welch's p. Above α the wording is "no
     detectable difference at n = …": with 2–3 seeds a test cannot show that two variants are the same."""
-    a, b = pair
+    a, b = (resolve_row(runs["row"].unique(), name) for name in pair)
     notes = []
     for dataset in datasets_in(runs):
         ra, basis_a = reported_runs(runs, dataset, a)

@@ -50,7 +50,7 @@ class StopSignals:
         if not self.active:
             yield
             return
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, ())
         try:
             yield
             self.install()

@@ -221,3 +221,14 @@ def test_unknown_study_lists_the_ones_that_exist(store, capsys):
     assert main(["--tracking-uri", uri, "--study", "nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and STUDY in err[0]
+
+
+def test_rows_keep_the_paper_order_and_a_compared_variant_finds_its_parameterised_row():
+    from study.report_data import resolve_row, row_order
+
+    labels = ["STN-C1 [rotation]", "CNN", "STN-SL1 [rotation]", "STN-C0 [rotation]", "STN-DL1 [rotation]", "STN-SL1x2"]
+    assert row_order(labels) == ["CNN", "STN-C0 [rotation]", "STN-C1 [rotation]", "STN-SL1 [rotation]",
+                                 "STN-DL1 [rotation]", "STN-SL1x2"]
+    assert resolve_row(labels, "STN-SL1") == "STN-SL1 [rotation]"
+    assert resolve_row(["STN-SL1", "STN-SL1 [rotation]"], "STN-SL1") == "STN-SL1"  # the exact row wins
+    assert resolve_row(["STN-SL1 [rotation]", "STN-SL1 [similarity]"], "STN-SL1") == "STN-SL1"  # ambiguous: no guess
