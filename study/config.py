@@ -127,6 +127,7 @@ class StudyConfig(Strict):
     final_epochs: int | None = Field(None, ge=1)  # default: epochs
     train_size: int | None = Field(None, ge=1)
     lr_milestones: list[float] = Field(default_factory=lambda: [1 / 3, 2 / 3])  # fractions of the run; LR ÷10 at each
+    warmup_epochs: float = Field(0.0, ge=0)  # linear LR warm-up at the start of every trial (0: none)
     sampler: Literal["tpe", "gp", "random"] = "tpe"  # per cell; saved with the study, so a resume rebuilds it
     # random trials before TPE/GP model the cell: Optuna's 10 would make a 2-16-trial search pure random
     n_startup_trials: int = Field(4, ge=0)

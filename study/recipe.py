@@ -23,9 +23,9 @@ import pandas as pd
 
 from trainables.train import RESULT_FILE
 
-AXES = ("variant", "optimizer", "lr", "momentum", "batch_size", "loc_lr_mult", "lr_milestones", "st_transform",
-        "precision", "seed")
-ABBREVIATIONS = {"variant": "", "optimizer": "", "lr": "lr", "momentum": "m", "batch_size": "b", "loc_lr_mult": "loc",
+AXES = ("variant", "optimizer", "lr", "momentum", "batch_size", "loc_lr_mult", "warmup_epochs", "lr_milestones",
+        "st_transform", "precision", "seed")
+ABBREVIATIONS = {"variant": "", "optimizer": "", "lr": "lr", "momentum": "m", "batch_size": "b", "loc_lr_mult": "loc", "warmup_epochs": "wu",
                  "lr_milestones": "ms", "st_transform": "", "precision": "", "seed": "s"}
 
 
@@ -147,6 +147,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--momentum", nargs="+", type=float, default=[0.9], help="SGD only")
     p.add_argument("--batch-size", nargs="+", type=int, default=[256])
     p.add_argument("--loc-lr-mult", nargs="+", type=float, default=[1.0])
+    p.add_argument("--warmup-epochs", nargs="+", type=float, default=[0.0])
     p.add_argument("--lr-milestones", nargs="*", type=float, default=[], help="one schedule for all (default constant)")
     p.add_argument("--st-transform", nargs="+", default=["affine"])
     p.add_argument("--precision", nargs="+", default=["fp32"])

@@ -60,7 +60,8 @@ def trial_constants(cfg: StudyConfig, stage: str) -> dict:
     epochs = cfg.final_epochs or cfg.epochs if stage == "final" else cfg.epochs
     return {"stage": stage, "epochs": epochs, "train_size": cfg.train_size, "test_passes": cfg.test_passes,
             "device": cfg.device, "data_root": cfg.data_root, "download": cfg.download,
-            "threads": max(1, int(cfg.resources.cpus)), "lr_milestones": list(cfg.lr_milestones)}
+            "threads": max(1, int(cfg.resources.cpus)), "lr_milestones": list(cfg.lr_milestones),
+            "warmup_epochs": cfg.warmup_epochs}
 
 
 def cell_fields(cell: Cell) -> dict:

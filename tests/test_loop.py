@@ -131,3 +131,14 @@ def test_bf16_autocast_trains_and_rejects_unknown_precisions(splits):
     assert result.status == "completed" and math.isfinite(result.history[0]["train_loss"])
     with pytest.raises(ConfigError, match="precision: 'fp16' is not allowed: allowed fp32, bf16"):
         small(precision="fp16").validate()
+
+
+def test_warmup_ramps_linearly_then_milestones_divide(splits):
+    """256 digits at batch 128 = 2 steps per epoch; 4 epochs = 8 steps, warm-up 2 epochs = 4 steps, ÷10 at 3/4 (step 6)."""
+    lrs = []
+    cfg = small(epochs=4, train_size=256, optimizer="sgd", lr=0.01, warmup_epochs=2, lr_milestones=(0.75,))
+    train(cfg, on_epoch=lambda record, _: lrs.append(record["lr"]), splits=splits, evaluate_at_end=False)
+    # the LR after each epoch's last step is the LR of the next step: steps 2, 4, 6, 8 -> 3/4, 1, 1/10, 1/10 of lr
+    assert lrs == pytest.approx([0.0075, 0.01, 0.001, 0.001])
+    with pytest.raises(ConfigError, match="warmup_epochs: must be a number between 0 and epochs"):
+        small(warmup_epochs=5).validate()

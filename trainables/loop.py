@@ -6,6 +6,7 @@ passes a progress printer. A NaN/Inf loss ends the run at once with status ``div
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -45,6 +46,7 @@ class TrainConfig:
     pre_st_lr_mult: float = 1.0
     lr_milestones: tuple[float, ...] = (1 / 3, 2 / 3)
     lr_gamma: float = 0.1
+    warmup_epochs: float = 0.0  # linear LR warm-up from lr/steps to lr over this many epochs (0: none)
     seed: int = 0
     device: str = "auto"
     data_root: str | None = None
@@ -70,6 +72,8 @@ class TrainConfig:
                 raise ConfigError(f"{name}: must be an integer >= 1, got {getattr(self, name)!r}")
         if self.train_size is not None and self.train_size < 1:
             raise ConfigError(f"train_size: must be an integer >= 1, got {self.train_size!r}")
+        if not (math.isfinite(self.warmup_epochs) and 0 <= self.warmup_epochs <= self.epochs):
+            raise ConfigError(f"warmup_epochs: must be a number between 0 and epochs ({self.epochs}), got {self.warmup_epochs!r}")
         if any(not 0 < m < 1 for m in self.lr_milestones):
             raise ConfigError(f"lr_milestones: fractions of the run strictly between 0 and 1, got {self.lr_milestones}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -111,6 +115,21 @@ def build_optimizer(model: STNClassifier, cfg: TrainConfig) -> torch.optim.Optim
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
+def lr_schedule(optimizer, cfg: TrainConfig, milestones: list[int], warmup_steps: int):
+    """÷``lr_gamma`` at each milestone step, after an optional linear warm-up (stepped once per batch).
+
+    A warm-up keeps a large localisation LR from killing the head's ReLUs in the first steps (measured:
+    Adam at 1e-2 on the localisation network leaves the ST at a constant output from epoch 1).
+    """
+    if warmup_steps <= 0:
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=cfg.lr_gamma)
+
+    def factor(step: int) -> float:
+        return min(1.0, (step + 1) / warmup_steps) * cfg.lr_gamma ** bisect.bisect_right(milestones, step)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def train(cfg: TrainConfig, on_epoch=None, splits: MnistSplits | None = None, resume: dict | None = None,
           evaluate_at_end: bool = True) -> TrainResult:
     """Train one model. ``on_epoch(metrics, state)`` may return ``"stop"`` (e.g. pruned) to end early.
@@ -132,7 +151,7 @@ def train(cfg: TrainConfig, on_epoch=None, splits: MnistSplits | None = None, re
     stream = DistortedStream(train_x, train_y, make_distortion(cfg.dataset), cfg.batch_size, splits.train_x, shuffle=True)
     total_steps = cfg.epochs * len(stream)
     milestones = sorted({max(1, int(round(f * total_steps))) for f in cfg.lr_milestones})
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=cfg.lr_gamma)
+    scheduler = lr_schedule(optimizer, cfg, milestones, int(round(cfg.warmup_epochs * len(stream))))
     history, start_epoch = [], 0
     if resume is not None:
         model.load_state_dict(resume["model"])

@@ -35,6 +35,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pre-st-lr-mult", type=float, default=1.0, help="LR multiplier of the layers before the ST")
     p.add_argument("--lr-milestones", type=float, nargs="*", default=[1 / 3, 2 / 3],
                    help="fractions of the run where the LR drops ÷10 (none: constant LR)")
+    p.add_argument("--warmup-epochs", type=float, default=0.0, help="linear LR warm-up over this many epochs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:<N>")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")

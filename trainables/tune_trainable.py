@@ -38,6 +38,7 @@ def train_config(config: dict) -> TrainConfig:
         device=config.get("device", "auto"), data_root=config.get("data_root"), download=bool(config.get("download")),
         test_passes=int(config.get("test_passes", 10)), **{k: config[k] for k in HPARAMS if k in config},
         lr_milestones=tuple(config.get("lr_milestones", (1 / 3, 2 / 3))),
+        warmup_epochs=float(config.get("warmup_epochs", 0.0)),
     )
 
 
