@@ -128,7 +128,7 @@ class StudyConfig(Strict):
     train_size: int | None = Field(None, ge=1)
     lr_milestones: list[float] = Field(default_factory=lambda: [1 / 3, 2 / 3])  # fractions of the run; LR ÷10 at each
     warmup_epochs: float = Field(0.0, ge=0)  # linear LR warm-up at the start of every trial (0: none)
-    sampler: Literal["tpe", "gp", "random"] = "tpe"  # per cell; saved with the study, so a resume rebuilds it
+    sampler: Literal["tpe", "gp", "random"] = "tpe"  # per cell; a resume/extension keeps each cell's saved study (and its sampler)
     # random trials before TPE/GP model the cell: Optuna's 10 would make a 2-16-trial search pure random
     n_startup_trials: int = Field(4, ge=0)
     pruner: Literal["asha", "median", "none"] = "asha"
@@ -162,6 +162,9 @@ class StudyConfig(Strict):
         if bad:
             raise ValueError(f"final seeds must lie in [0, {FINAL_SEED_LIMIT}) (search trials use seeds from "
                              f"{FINAL_SEED_LIMIT} up), got {bad[0]}")
+        repeated = [s for i, s in enumerate(value) if s in value[:i]]
+        if repeated:  # a repeated seed would be one final run counted twice in the statistics
+            raise ValueError(f"seeds must be distinct, got {repeated[0]} more than once")
         return value
 
     @field_validator("datasets")
@@ -173,6 +176,13 @@ class StudyConfig(Strict):
     @classmethod
     def _transforms(cls, value: list[str]):
         return _known(value, tuple(ST_TRANSFORMS), "st_transform")
+
+    @model_validator(mode="after")
+    def _warmup_fits(self):
+        shortest = min(self.epochs, self.final_epochs or self.epochs)
+        if self.warmup_epochs > shortest:
+            raise ValueError(f"warmup_epochs: must be <= the shortest trial ({shortest} epochs), got {self.warmup_epochs:g}")
+        return self
 
     @model_validator(mode="after")
     def _cells_exist(self):

@@ -3,9 +3,10 @@
 A study searches hyper-parameters for the best *error*; whether a localisation network learns to
 undo the distortion at all, and how many CPU-minutes that takes, is a question about training
 curves. This runs the product of the given options as ``python -m trainables.train`` processes
-(one thread each, ``--parallel`` at a time; a finished run is never repeated, so a stopped grid
-continues where it was), then tabulates the per-epoch validation telemetry (``val_angle_slope``,
-``val_pose_sd``) at fixed epochs and draws the curves.
+(one thread each, ``--parallel`` at a time; a run that completed is never repeated, so a stopped
+grid goes on with what is left, an interrupted training starting again), then tabulates the
+per-epoch validation telemetry (``val_angle_slope``, ``val_pose_sd``) at fixed epochs and draws the
+curves.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -68,11 +70,30 @@ def command(point: dict, args: argparse.Namespace, out: Path) -> list[str]:
     return cmd
 
 
+def finished(directory: Path) -> bool:
+    """A run that ended on its own (completed or diverged); a stopped one is run again."""
+    path = directory / RESULT_FILE
+    return path.exists() and json.loads(path.read_text()).get("status") in ("completed", "diverged")
+
+
 def run_grid(points: list[dict], args: argparse.Namespace, root: Path) -> None:
-    pending = [p for p in points if not (root / run_name(p) / RESULT_FILE).exists()]
+    pending = [p for p in points if not finished(root / run_name(p))]
     print(f"{len(points)} runs, {len(points) - len(pending)} already done, {args.parallel} at a time", flush=True)
     running: list[tuple[subprocess.Popen, str, float]] = []
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        _drive(pending, running, args, root, env)
+    finally:  # Ctrl-C / SIGTERM of the grid: its trainings stop too (each keeps its finished epochs)
+        signal.signal(signal.SIGTERM, previous)
+        for proc, _, _ in running:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc, _, _ in running:
+            proc.wait()
+
+
+def _drive(pending: list[dict], running: list, args: argparse.Namespace, root: Path, env: dict) -> None:
     while pending or running:
         while pending and len(running) < args.parallel:
             point = pending.pop(0)
@@ -160,6 +181,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/recipe", help="one folder per run; result.json, train.log")
     p.add_argument("--table-only", action="store_true", help="tabulate what is there, start nothing")
     return p
+
+
+def _terminate(signum, _frame):
+    raise KeyboardInterrupt
 
 
 def main(argv=None) -> int:

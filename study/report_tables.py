@@ -78,7 +78,8 @@ def comparison_notes(runs: pd.DataFrame, pair: tuple[str, str], metric: str, sca
     for dataset in datasets_in(runs):
         ra, basis_a = reported_runs(runs, dataset, a)
         rb, basis_b = reported_runs(runs, dataset, b)
-        if ra.empty or rb.empty or metric not in ra or metric not in rb or ra[metric].isna().all():
+        if ra.empty or rb.empty or metric not in ra or metric not in rb or ra[metric].isna().all() \
+                or rb[metric].isna().all():
             continue
         r = welch(ra[metric] * scale, rb[metric] * scale)
         head = (f"{COLUMN[dataset]}: {a} {r['mean_a']:.2f} vs {b} {r['mean_b']:.2f} {unit} "
@@ -171,7 +172,7 @@ def alignment_table(runs: pd.DataFrame, pair: tuple[str, str]) -> Table:
              "orthogonal regression of predicted on applied rotation (−1 = undoes rotations, 0 = ignores them).",
              *_common_notes(runs, bases)]
     notes += comparison_notes(runs, pair, "pose_sd", 1.0, "pose-SD units")
-    notes += [f"angle slope, {n}" for n in comparison_notes(runs, pair, "angle_slope", 1.0, "")]
+    notes += [f"angle slope, {n}" for n in comparison_notes(runs, pair, "angle_slope", 1.0, "(slope)")]
     return Table("alignment", "Alignment: pose SD, feature-map misalignment and angle slope", shown, best, notes)
 
 

@@ -22,6 +22,7 @@ from study.config import StudyConfig, validate
 from study.progress import Progress
 from study.disk import DiskGuard
 from study.setup import StudySetup
+from study.signals import fit
 from study.schedulers import CellPruningScheduler, SnapshotOnAddScheduler
 from study.space import HPARAM_KEYS, PerCellSearcher, final_key
 from study.state import StudyState, load_searcher_state, save_searcher, write_deadline
@@ -74,7 +75,7 @@ class StudyRunner(StudySetup):
         runs, complete = self.state.search_runs, self.state.search_complete
         if runs and not complete[-1]:
             if self._restorable(runs[-1]):
-                self._restore(runs[-1]).fit()
+                fit(self._restore(runs[-1]))
                 self._mark_search_done()
             else:  # killed before Tune saved any trial: nothing to continue, start a new run
                 complete[-1] = True
@@ -100,7 +101,7 @@ class StudyRunner(StudySetup):
                                             metric="val_error", mode="min", num_samples=samples,
                                             max_concurrent_trials=self.cfg.max_concurrent_trials, reuse_actors=True),
                 run_config=self._run_config(name, callbacks))
-            tuner.fit()
+            fit(tuner)
             self._mark_search_done()
             save_searcher(self.directory, searcher)
         final = PerCellSearcher(self.cfg, self.directory)
@@ -146,7 +147,7 @@ class StudyRunner(StudySetup):
         runs, complete = self.state.final_runs, self.state.final_complete
         if runs and not complete[-1]:
             if self._restorable(runs[-1]):
-                self._check_final(self._restore(runs[-1]).fit())
+                self._check_final(fit(self._restore(runs[-1])))
             else:
                 complete[-1] = True
                 self.save_state()
@@ -165,7 +166,7 @@ class StudyRunner(StudySetup):
                            tune_config=tune.TuneConfig(max_concurrent_trials=self.cfg.max_concurrent_trials,
                                                        reuse_actors=True, scheduler=SnapshotOnAddScheduler()),
                            run_config=self._run_config(name, callbacks))
-        self._check_final(tuner.fit())
+        self._check_final(fit(tuner))
 
     def _check_final(self, results) -> None:
         if results.num_terminated + results.num_errors < len(results):

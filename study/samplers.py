@@ -29,15 +29,14 @@ def search_seed(seed: int, key: str, number: int) -> int:
 
 
 def make_sampler(cfg: StudyConfig, key: str) -> optuna.samplers.BaseSampler:
-    """The cell's sampler from ``cfg.sampler``; the first ``n_startup_trials`` trials are random for tpe/gp.
+    """A new cell's sampler from ``cfg.sampler``; the first ``n_startup_trials`` trials are random for tpe/gp.
 
-    GP samples the SGD-only ``momentum`` (a conditional parameter) at random: that is expected, not warned.
-    A config saved before these fields existed gets their defaults (tpe, the default start-up count).
+    Only new cells get one: a resumed or extended study keeps each cell's saved Optuna study with the
+    sampler it was made with. GP samples the SGD-only ``momentum`` (a conditional parameter) at
+    random: that is expected, not warned.
     """
     seed = cell_seed(cfg.seed, key)
-    fields = StudyConfig.model_fields
-    kind = getattr(cfg, "sampler", fields["sampler"].default)
-    startup = getattr(cfg, "n_startup_trials", fields["n_startup_trials"].default)
+    kind, startup = cfg.sampler, cfg.n_startup_trials
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if kind == "gp":

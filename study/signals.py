@@ -10,9 +10,11 @@ Tune's graceful stop during a Tune run, ``KeyboardInterrupt`` elsewhere — so t
 from __future__ import annotations
 
 import atexit
+import os
 import signal
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
@@ -90,18 +92,55 @@ def stop_ray_quickly() -> None:
     """At exit, end the Ray instance started under ``around_ray_init`` without Ray's 1 s wait per process.
 
     Its processes hold SIGTERM, so Ray's SIGTERM-then-wait-1-s would only add seconds to a stop that a
-    container runtime times: once the driver has disconnected they get the SIGKILL Ray sends after that wait.
+    container runtime times: once the driver has disconnected they get the SIGKILL Ray sends after that
+    wait, and so do the raylet's agents, which would otherwise linger a minute waiting for the gone GCS.
     """
     import ray
 
     if not ray.is_initialized():
         return
     node = getattr(ray._private.worker, "_global_node", None)  # None when connected to a cluster: nothing to kill
+    helpers = []
     if node is not None and callable(getattr(node, "kill_all_processes", None)):
         kill = node.kill_all_processes
         node.kill_all_processes = lambda check_alive=False, allow_graceful=False, wait=False: kill(
             check_alive=check_alive, allow_graceful=False, wait=wait)
+        helpers = children_of([info.process.pid for info in getattr(node, "all_processes", {}).get("raylet", [])])
     ray.shutdown()
+    for pid in helpers:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass  # already gone
+
+
+def children_of(parents: list[int]) -> list[int]:
+    """Child process ids, from /proc (Linux; elsewhere none)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid in parents:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def fit(tuner):
+    """``tuner.fit()``, then SIGINT's handler from before, and stop if SIGTERM/SIGHUP came meanwhile.
+
+    Tune leaves its handler in place after a run, where a Ctrl-C or a SIGTERM between runs would only set
+    a flag that no one reads any more; and a signal in the last moments of a run must not be lost either.
+    """
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        return tuner.fit()
+    finally:
+        if threading.current_thread() is threading.main_thread() and before is not None:
+            signal.signal(signal.SIGINT, before)
+        if STOP.received:
+            raise KeyboardInterrupt
 
 
 @contextmanager

@@ -45,6 +45,8 @@ CASES = [
     (["--set", "st_transforms=[projective]"], "st_transforms: unknown st_transform 'projective'"),
     (["--set", "sampler=cmaes"], "sampler: allowed: 'tpe', 'gp' or 'random'"),
     (["--final-seeds", "0", "1048576"], "final_seeds: final seeds must lie in [0, 1048576)"),
+    (["--final-seeds", "1", "1"], "final_seeds: seeds must be distinct, got 1 more than once"),
+    (["--config", "seeds.yaml"], "final_seeds: seeds must be distinct, got 1 more than once"),
 ]
 
 
@@ -55,6 +57,7 @@ def test_launch_rejects_bad_input_in_one_line(argv, needle, tmp_path, monkeypatc
         needle = "resources.gpus:"
     monkeypatch.chdir(tmp_path)
     (tmp_path / "bad.yaml").write_text("name: [unclosed\n")
+    (tmp_path / "seeds.yaml").write_text("final_seeds: [1, 1]\n")
     corrupt_mnist(tmp_path / CORRUPT)
     before = sorted(tmp_path.rglob("*"))
     assert launch.main(argv) == 2

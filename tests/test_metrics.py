@@ -131,12 +131,19 @@ def test_alignment_of_an_oracle_st_is_perfect_and_of_the_identity_is_the_spread_
 
 
 def test_composed_pose_is_named_apart_for_iterated_variants(splits):
+    """A localisation net that always outputs a 10° rotation: the first ST predicts a constant −10°
+    (intercept), the composed transform of ×2 a constant −20°; constant offsets leave the pose SD alone."""
     from trainables.evaluate import evaluate
 
     torch.manual_seed(0)
-    single, _ = evaluate(STNClassifier("rotated-mnist", "STN-SL1"), splits, passes=1)
-    iterated, _ = evaluate(STNClassifier("rotated-mnist", "STN-SL1x2"), splits, passes=1)
+    single, _ = evaluate(STNClassifier("rotated-mnist", "STN-SL1", "rotation"), splits, passes=1)
     assert "pose_sd_composed" not in single and "angle_slope_composed" not in single
-    # at identity initialisation the first and the composed transforms are both the identity
-    assert iterated["pose_sd_composed"] == pytest.approx(iterated["pose_sd"], rel=1e-6)
-    assert iterated["angle_slope_composed"] == pytest.approx(0.0, abs=1e-9)
+    model = STNClassifier("rotated-mnist", "STN-SL1x2", "rotation")
+    with torch.no_grad():
+        model.localisation.params.bias.fill_(math.radians(10.0))
+    iterated, _ = evaluate(model, splits, passes=1)
+    assert iterated["angle_slope"] == pytest.approx(0.0, abs=1e-6)
+    assert iterated["angle_slope_composed"] == pytest.approx(0.0, abs=1e-6)
+    assert iterated["angle_intercept"] == pytest.approx(-10.0, abs=1e-3)
+    assert iterated["angle_intercept_composed"] == pytest.approx(-20.0, abs=1e-3)
+    assert iterated["pose_sd_composed"] == pytest.approx(iterated["pose_sd"], rel=1e-5)

@@ -1,4 +1,4 @@
-"""Interruptions on real Ray, Optuna and MLflow: driver SIGKILL, Ctrl-C, time budget, extension.
+"""Interruptions on real Ray, Optuna and MLflow: driver SIGKILL, Ctrl-C, SIGTERM/SIGHUP, time budget, extension.
 
 Each launch is a real ``python -m study.launch`` process with its own local Ray instance.
 """
@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import epochs_logged
@@ -129,6 +130,45 @@ def test_sigint_stops_gracefully_and_resumes(tmp_path):
     _, frame = runs(tmp_path)
     assert (frame["stage"] == "search").sum() == 2 and (frame["stage"] == "final").sum() == 1
     assert set(frame["outcome"]) <= {"completed", "pruned"}  # the resumed trial's run was closed properly
+
+
+@pytest.mark.parametrize("sig,code,group", [(signal.SIGTERM, 143, False), (signal.SIGHUP, 129, True)],
+                         ids=["SIGTERM-to-the-driver", "SIGHUP-to-the-process-group"])
+def test_sigterm_and_sighup_stop_like_ctrl_c_in_seconds_and_resume(tmp_path, sig, code, group):
+    """docker stop / kubectl delete signal the driver alone; timeout, systemd and a closed terminal signal
+    every process, the local Ray instance's too (which must outlive the driver's graceful stop)."""
+    proc = launch(tmp_path, "--trials-per-cell", "2", "--final-seeds", "0", wait=False)
+    wait_for(lambda: completed_epochs(tmp_path) >= 2, proc)  # a trial is running
+    ray_processes = psutil.Process(proc.pid).children(recursive=True)
+    started = time.monotonic()
+    if group:
+        kill_tree(proc, sig)
+    else:
+        proc.send_signal(sig)
+    proc.wait(timeout=30)
+    stopped_s = time.monotonic() - started
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == code and stopped_s < 15, (proc.returncode, stopped_s, out)
+    assert "Traceback" not in out, out
+    _, alive = psutil.wait_procs(ray_processes, timeout=10)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive  # nothing left behind
+    study, frame = runs(tmp_path)
+    assert f"resume with: python -m study.launch --resume {study.study_id}" in out
+    assert find_state(tmp_path / "tune", None).status == "interrupted"
+    assert not (frame["status"] == "RUNNING").any() and (frame["outcome"] == "killed").any()
+    assert (frame.loc[frame["outcome"] == "killed", "status"] == "KILLED").all()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert client.get_run(study.parent_run_id).info.status == "KILLED"
+    print(json.dumps({"signal": sig.name, "signal_to_exit_s": round(stopped_s, 1)}))
+    if sig != signal.SIGTERM:
+        return  # resuming is the same whichever signal stopped the study: once is enough
+    code, out = launch(tmp_path, "--resume", study.study_id)
+    assert code == 0, out
+    _, frame = runs(tmp_path)
+    assert (frame["stage"] == "search").sum() == 2 and (frame["stage"] == "final").sum() == 1
+    assert set(frame["outcome"]) <= {"completed", "pruned"} and trial_ids_unique(frame)
+    assert client.get_run(study.parent_run_id).info.status == "FINISHED"
+    assert find_state(tmp_path / "tune", None).status == "finished"
 
 
 def test_time_budget_then_extension_adds_exactly_what_was_asked(tmp_path):

@@ -50,7 +50,7 @@ def test_sigterm_keeps_the_epochs_done_so_far(tmp_path):
         assert line or proc.poll() is None, "the training ended before two epochs"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "Traceback" not in err
+    assert proc.returncode == 143 and "Traceback" not in err
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["status"] == "stopped" and len(result["history"]) >= 2
     assert [h["epoch"] for h in result["history"]] == list(range(1, len(result["history"]) + 1))

@@ -1,7 +1,8 @@
 """The training loop: one trial, seeded, CPU or CUDA, with a per-epoch callback and checkpoints.
 
 No Ray and no MLflow here: the Tune adapter passes ``on_epoch`` (report + checkpoint) and the CLI
-passes a progress printer. A NaN/Inf loss ends the run at once with status ``diverged``.
+passes a progress printer. A NaN/Inf loss ends the run with status ``diverged``: at that step on
+the CPU, at the end of the epoch on CUDA (where reading the loss every step would stall the stream).
 """
 
 from __future__ import annotations
@@ -156,6 +157,9 @@ def train(cfg: TrainConfig, on_epoch=None, splits: MnistSplits | None = None, re
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
+        if ("lr_lambdas" in resume["scheduler"]) != (cfg.warmup_epochs > 0):
+            raise ConfigError("warmup_epochs: a checkpoint cannot be resumed with a different warm-up setting "
+                              "than it was trained with")
         scheduler.load_state_dict(resume["scheduler"])
         history, start_epoch = list(resume["history"]), int(resume["epoch"])
 

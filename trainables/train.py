@@ -48,8 +48,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM: stop like Ctrl-C, exit 143 (128 + 15) as a terminated process does."""
+
+
 def _interrupt(signum, _frame):
-    raise KeyboardInterrupt
+    raise Stopped
 
 
 def _fmt(record: dict, epochs: int, elapsed: float) -> str:
@@ -84,13 +88,14 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous, code = signal.signal(signal.SIGTERM, _interrupt), 0
     try:
         result = train(cfg, on_epoch=on_epoch, splits=splits)
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep the epochs done so far, then stop
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: keep the epochs done so far, then stop
+        code = 143 if isinstance(stop, Stopped) else 130
         result = TrainResult("stopped", {"epochs_completed": len(history), **(history[-1] if history else {})},
-                             history, "interrupted", config={**asdict(cfg), "data_source": splits.source,
-                                                             "data_digest": splits.digest})
+                             history, "interrupted", config={**asdict(cfg), "device": str(cfg.resolved_device()),
+                                                             "data_source": splits.source, "data_digest": splits.digest})
     finally:
         signal.signal(signal.SIGTERM, previous)
     payload = {"status": result.status, "message": result.message, "config": result.config,
@@ -99,7 +104,7 @@ def main(argv=None) -> int:
     (out / RESULT_FILE).write_text(json.dumps(payload, indent=2))
     if result.status == "stopped":
         print(f"stopped after {len(history)} epochs; wrote {out / RESULT_FILE}", file=sys.stderr)
-        return 130
+        return code
     if result.status == "diverged":
         print(f"diverged: {result.message}", file=sys.stderr)
         print(f"wrote {out / RESULT_FILE}")
