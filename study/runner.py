@@ -184,7 +184,8 @@ class StudyRunner(StudySetup):
             self._raise_if_disk_short()
             if searcher.budget_exhausted() and (searcher.remaining() or self._final_todo(searcher)):
                 status, state_status = "FINISHED", "budget-exhausted"
-                self.say(f"time budget of {self.max_hours:g} h reached: no new trial (search or final) was started; "
+                budget = f"of {self.max_hours:g} h " if self.max_hours is not None else ""  # a deadline file set by hand
+                self.say(f"time budget {budget}reached: no new trial (search or final) was started; "
                          f"continue with --resume {self.state.study_id}")
             else:
                 self.final(searcher)

@@ -131,8 +131,9 @@ def test_alignment_of_an_oracle_st_is_perfect_and_of_the_identity_is_the_spread_
 
 
 def test_composed_pose_is_named_apart_for_iterated_variants(splits):
-    """A localisation net that always outputs a 10° rotation: the first ST predicts a constant −10°
-    (intercept), the composed transform of ×2 a constant −20°; constant offsets leave the pose SD alone."""
+    """A localisation net that always outputs a 10° rotation θ = R(10°): p = −atan2(θ01 − θ10, θ00 + θ11)
+    = −atan2(−2 sin 10°, 2 cos 10°) = +10° for the first ST, +20° for the composed R(10°)·R(10°) of ×2;
+    constant offsets leave the pose SD alone."""
     from trainables.evaluate import evaluate
 
     torch.manual_seed(0)
@@ -144,6 +145,6 @@ def test_composed_pose_is_named_apart_for_iterated_variants(splits):
     iterated, _ = evaluate(model, splits, passes=1)
     assert iterated["angle_slope"] == pytest.approx(0.0, abs=1e-6)
     assert iterated["angle_slope_composed"] == pytest.approx(0.0, abs=1e-6)
-    assert iterated["angle_intercept"] == pytest.approx(-10.0, abs=1e-3)
-    assert iterated["angle_intercept_composed"] == pytest.approx(-20.0, abs=1e-3)
+    assert iterated["angle_intercept"] == pytest.approx(10.0, abs=1e-3)
+    assert iterated["angle_intercept_composed"] == pytest.approx(20.0, abs=1e-3)
     assert iterated["pose_sd_composed"] == pytest.approx(iterated["pose_sd"], rel=1e-5)
