@@ -72,10 +72,6 @@ def validate(model: STNClassifier, splits: MnistSplits, batch_size: int = 500) -
     return out
 
 
-def val_error(model: STNClassifier, splits: MnistSplits, batch_size: int = 500) -> float:
-    return validate(model, splits, batch_size)["val_error"]
-
-
 def stride_at_depth(model: STNClassifier, depth: int) -> int:
     return 2 ** sum(1 for block in model.arch.classifier_blocks[:depth] for layer in block if layer[0] == "pool")
 
