@@ -1,7 +1,8 @@
 """``python -m study.bench``: throughput ratios measured side by side in one run (table + JSON).
 
 - ``data_speedup``: our batched on-device generators vs a per-sample reference pipeline like the
-  authors' (torchvision transforms per sample in a DataLoader with workers, clutter pasted per sample);
+  authors' (torchvision transforms per sample in a DataLoader worker, clutter pasted per sample),
+  interleaved repeats on one core each: median and range;
 - ``train_vs_bound``: a trial's training throughput vs forward + backward + step of the same model on
   pre-generated batches (the compute bound);
 - ``study_overhead``: 1 − Σ trial training time / (wall time × concurrent slots) of a real study;
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -83,16 +85,44 @@ def images_per_second(run, n: int) -> float:
     return n / (time.perf_counter() - started)
 
 
-def data_speedup(digits: torch.Tensor, workers: int) -> dict:
-    """Images/s of one pass after a warm-up pass, for both (the reference keeps its workers alive)."""
-    out = {}
-    for dataset in ("rotated-mnist", "translated-mnist", "scaled-mnist"):
-        stream = DistortedStream(digits, torch.zeros(len(digits), dtype=torch.long), make_distortion(dataset), 256, digits)
-        ours = [images_per_second(lambda: [None for _ in stream.batches(seed)], len(digits)) for seed in (0, 1)][-1]
-        loader = DataLoader(PerSampleReference(digits, dataset), batch_size=256, num_workers=workers,
-                            persistent_workers=workers > 0)
-        reference = [images_per_second(lambda: [None for _ in loader], len(digits)) for _ in range(2)][-1]
-        out[dataset] = {"ours_img_s": ours, "reference_img_s": reference, "speedup": ours / reference}
+def spread(values) -> dict:
+    """Median and range of repeated measurements (what the README quotes)."""
+    values = sorted(values)
+    return {"median": statistics.median(values), "min": values[0], "max": values[-1], "n": len(values)}
+
+
+def data_speedup(digits: torch.Tensor, cores: int = 1, repeats: int = 7, min_seconds: float = 0.25) -> dict:
+    """Our generators vs the per-sample reference, interleaved, on the same number of cores.
+
+    Ours runs with ``cores`` torch threads, the reference with ``cores`` DataLoader workers (one
+    thread each; ``cores=0``: in this process). One core each is how a study's trials run and
+    holds on a busy machine: two OpenMP threads beside other busy processes ran our rotated
+    generation 10–50× slower. Each repeat times a warm reference pass and, right after it, as many
+    passes of ours as last ``min_seconds`` (one is ~20 ms: too short alone), so both see the same
+    machine; ``speedup`` is the median per-repeat ratio, with its range.
+    """
+    out, threads = {}, torch.get_num_threads()
+    torch.set_num_threads(max(1, cores))
+    try:
+        for dataset in ("rotated-mnist", "translated-mnist", "scaled-mnist"):
+            stream = DistortedStream(digits, torch.zeros(len(digits), dtype=torch.long), make_distortion(dataset),
+                                     256, digits)
+            loader = DataLoader(PerSampleReference(digits, dataset), batch_size=256, num_workers=cores,
+                                persistent_workers=cores > 0)
+            reference_rate = lambda: images_per_second(lambda: [None for _ in loader], len(digits))  # noqa: E731
+
+            def ours_rate(seed: int) -> float:
+                passes, started = 0, time.perf_counter()
+                while passes == 0 or time.perf_counter() - started < min_seconds:
+                    _ = [None for _ in stream.batches(seed + passes)]
+                    passes += 1
+                return passes * len(digits) / (time.perf_counter() - started)
+            ours_rate(1000 * repeats), reference_rate()  # warm-up; the reference's workers start here
+            pairs = [(reference_rate(), ours_rate(1000 * seed)) for seed in range(repeats)]  # pair order: ref, ours
+            out[dataset] = {"ours_img_s": spread(o for _, o in pairs), "reference_img_s": spread(r for r, _ in pairs),
+                            "speedup": spread(o / r for r, o in pairs), "cores": cores}
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 
@@ -225,39 +255,45 @@ def scaling(splits) -> dict:
     return rows
 
 
+PARTS = ("data_speedup", "train_vs_bound", "step_options", "study_overhead", "scaling_epoch_s")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m study.bench", description=__doc__)
-    p.add_argument("--quick", action="store_true", help="small sizes (about 45 s; noisier ratios)")
+    p.add_argument("--quick", action="store_true", help="small sizes (about 1 min; noisier ratios)")
+    p.add_argument("--only", choices=PARTS, help="run one part (data_speedup: about 2 min)")
     p.add_argument("--out", help="write the JSON here too")
     args = p.parse_args(argv)
-    quick = args.quick
-    splits = load_embedded()
+    quick, splits = args.quick, load_embedded()
     digits = splits.train_x[: 1000 if quick else 4000]
     started = time.perf_counter()
-    result = {
-        "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(),
-                    "torch": torch.__version__, "ray": metadata.version("ray"), "date": time.strftime("%Y-%m-%d")},
-        "data_speedup": data_speedup(digits, workers=2),
-        "train_vs_bound": [train_vs_bound(splits, v, 3 if quick else 6, 1000 if quick else 4000)
-                           for v in ("CNN", "STN-SL1")],
-        "step_options": step_options(splits, steps=4 if quick else 12),
-        "study_overhead": study_overhead(4, 1000, 2, [0]) if quick else study_overhead(12, 4000, 4, [0]),
-        "scaling_epoch_s": scaling(splits) if not quick else {},
+    run = {
+        "data_speedup": lambda: data_speedup(digits, cores=1, repeats=5 if quick else 9),
+        "train_vs_bound": lambda: [train_vs_bound(splits, v, 3 if quick else 6, len(digits)) for v in ("CNN", "STN-SL1")],
+        "step_options": lambda: step_options(splits, steps=4 if quick else 12),
+        "study_overhead": lambda: study_overhead(4, 1000, 2, [0]) if quick else study_overhead(12, 4000, 4, [0]),
+        "scaling_epoch_s": lambda: scaling(splits) if not quick else {},
     }
+    result = {"machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(), "torch": torch.__version__,
+                          "ray": metadata.version("ray"), "date": time.strftime("%Y-%m-%d"),
+                          "load_avg_1m": os.getloadavg()[0]}}  # on a shared CPU the load sets the spread
+    result.update({name: run[name]() for name in PARTS if args.only in (None, name)})
     result["bench_seconds"] = time.perf_counter() - started
-    for dataset, row in result["data_speedup"].items():
-        print(f"data    {dataset:<17} ours {row['ours_img_s']:>9,.0f} img/s  reference {row['reference_img_s']:>8,.0f} "
-              f"img/s  speedup {row['speedup']:.1f}x")
-    for row in result["train_vs_bound"]:
+    for dataset, row in result.get("data_speedup", {}).items():
+        ours, ref, x = row["ours_img_s"], row["reference_img_s"], row["speedup"]
+        print(f"data    {dataset:<17} ours {ours['median']:>9,.0f} img/s  reference {ref['median']:>8,.0f} img/s  "
+              f"speedup {x['median']:.1f}x (median of {x['n']}, range {x['min']:.1f}-{x['max']:.1f}x)")
+    for row in result.get("train_vs_bound", []):
         print(f"train   {row['variant']:<17} trial {row['trial_img_s']:>8,.0f} img/s  bound {row['bound_img_s']:>8,.0f} "
               f"img/s  ratio {row['ratio']:.2f}")
-    for option, row in result["step_options"].items():
+    for option, row in result.get("step_options", {}).items():
         print(f"step    STN-SL1 {option:<21} {row['img_s']:>8,.0f} img/s  {row['vs_eager']:.2f}x eager  "
               f"first step {row['first_step_s']:.1f}s")
-    s = result["study_overhead"]
-    print(f"study   {s['trials']} trials of {s['mean_trial_s']:.0f}s  wall {s['wall_s']:.0f}s  trial work "
-          f"{s['trial_work_s']:.0f}s over {s['slots']} slots  overhead {s['study_overhead']:.2f}  "
-          f"(epochs {s['epoch_share']:.0%} of slot time)")
+    if "study_overhead" in result:
+        s = result["study_overhead"]
+        print(f"study   {s['trials']} trials of {s['mean_trial_s']:.0f}s  wall {s['wall_s']:.0f}s  trial work "
+              f"{s['trial_work_s']:.0f}s over {s['slots']} slots  overhead {s['study_overhead']:.2f}  "
+              f"(epochs {s['epoch_share']:.0%} of slot time)")
     text = json.dumps(result, indent=2)
     if args.out:
         Path(args.out).write_text(text)

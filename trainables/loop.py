@@ -14,11 +14,11 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from trainables.data import DistortedStream, MnistSplits, load_mnist, stream_seed
-from trainables.distortions import make_distortion
+from trainables.augment import train_distortion
+from trainables.data import DataError, DistortedStream, MnistSplits, load_data, stream_seed
 from trainables.evaluate import evaluate, validate
 from trainables.models import STNClassifier
-from trainables.registry import check_variant
+from trainables.registry import DATASETS, architecture, check_variant
 
 OPTIMIZERS = ("sgd", "adam")
 PRECISIONS = ("fp32", "bf16")
@@ -131,6 +131,15 @@ def lr_schedule(optimizer, cfg: TrainConfig, milestones: list[int], warmup_steps
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def check_splits(dataset: str, splits: MnistSplits) -> None:
+    """One line instead of a torch shape error when the splits belong to another dataset's source."""
+    arch = architecture(dataset)
+    expected = (28, 28) if dataset in DATASETS else (arch.in_channels, arch.input_side, arch.input_side)
+    found = tuple(splits.train_x.shape[1:])
+    if found != expected:
+        raise DataError(f"data: {dataset} takes images of shape {expected}, but {splits.source} holds {found}")
+
+
 def train(cfg: TrainConfig, on_epoch=None, splits: MnistSplits | None = None, resume: dict | None = None,
           evaluate_at_end: bool = True) -> TrainResult:
     """Train one model. ``on_epoch(metrics, state)`` may return ``"stop"`` (e.g. pruned) to end early.
@@ -140,7 +149,9 @@ def train(cfg: TrainConfig, on_epoch=None, splits: MnistSplits | None = None, re
     """
     cfg.validate()
     device = cfg.resolved_device()
-    splits = (splits or load_mnist(cfg.data_root, cfg.download)).to(device)
+    splits = splits or load_data(cfg.dataset, cfg.data_root, cfg.download)
+    check_splits(cfg.dataset, splits)
+    splits = splits.to(device)
     torch.manual_seed(cfg.seed)
     model = STNClassifier(cfg.dataset, cfg.variant, cfg.st_transform).to(device)
     if cfg.channels_last(device):  # conv outputs follow the weights' layout: the inputs need no change
@@ -149,7 +160,9 @@ def train(cfg: TrainConfig, on_epoch=None, splits: MnistSplits | None = None, re
     train_x, train_y = splits.train_x, splits.train_y
     if cfg.train_size is not None:
         train_x, train_y = train_x[: cfg.train_size], train_y[: cfg.train_size]
-    stream = DistortedStream(train_x, train_y, make_distortion(cfg.dataset), cfg.batch_size, splits.train_x, shuffle=True)
+    distortion = train_distortion(cfg.dataset)
+    pool = splits.train_x if distortion.needs_pool else None  # the MNIST generators' clutter digits
+    stream = DistortedStream(train_x, train_y, distortion, cfg.batch_size, pool, shuffle=True)
     total_steps = cfg.epochs * len(stream)
     milestones = sorted({max(1, int(round(f * total_steps))) for f in cfg.lr_milestones})
     scheduler = lr_schedule(optimizer, cfg, milestones, int(round(cfg.warmup_epochs * len(stream))))

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from trainables import st
-from trainables.architectures import layer_output, map_after_blocks, stack_output, st_output_side
+from trainables.architectures import LEAKY_SLOPE, layer_output, map_after_blocks, stack_output, st_output_side
 from trainables.registry import ST_TRANSFORMS, architecture, check_variant
 
 
@@ -25,14 +25,23 @@ def build_stack(layers, channels: int, side: int) -> nn.Sequential:
         kind = layer[0]
         if kind == "conv":
             modules.append(nn.Conv2d(channels, layer[1], layer[2]))
+        elif kind == "conv_same":
+            modules.append(nn.Conv2d(channels, layer[1], layer[2], padding=layer[2] // 2))
         elif kind == "pool" or (kind == "pool_if_gt" and input_side > layer[1]):
             modules.append(nn.MaxPool2d(2))
+        elif kind == "pool3" or (kind == "pool3_if_gt" and input_side > layer[1]):
+            modules.append(nn.MaxPool2d(3, stride=2))
         elif kind == "down2" or (kind == "down2_if_eq" and input_side == layer[1]):
             modules.append(nn.AvgPool2d(2))
         elif kind == "relu":
             modules.append(nn.ReLU())
-        elif kind == "fc":
-            modules += [nn.Flatten(), nn.Linear(channels * side * side, layer[1]), nn.ReLU()]
+        elif kind == "lrelu":
+            modules.append(nn.LeakyReLU(LEAKY_SLOPE))
+        elif kind == "dropout":
+            modules.append(nn.Dropout(layer[1]))
+        elif kind in ("fc", "fc_lrelu"):
+            activation = nn.ReLU() if kind == "fc" else nn.LeakyReLU(LEAKY_SLOPE)
+            modules += [nn.Flatten(), nn.Linear(channels * side * side, layer[1]), activation]
         channels, side = layer_output(layer, channels, side, input_side)
     return nn.Sequential(*modules)
 
@@ -65,16 +74,22 @@ class Details:
     aligned_features: torch.Tensor | None = None  # depth-X map that enters the post-ST blocks
 
 
+def _norm_buffer(value) -> torch.Tensor:
+    """A scalar for one value (the MNIST checkpoints' shape), else (C, 1, 1) to broadcast per channel."""
+    tensor = torch.tensor(value)
+    return tensor if tensor.ndim == 0 else tensor.view(-1, 1, 1)
+
+
 class STNClassifier(nn.Module):
-    """Any registered variant on any registered dataset; takes raw images in [0, 1]."""
+    """Any registered variant on any registered dataset; takes raw images (B, C, S, S) in [0, 1]."""
 
     def __init__(self, dataset: str, variant="CNN", st_transform: str = "affine"):
         super().__init__()
         self.spec = check_variant(dataset, variant, st_transform)
         self.dataset, self.st_transform = dataset, st_transform
         self.arch = arch = architecture(dataset)
-        self.register_buffer("mean", torch.tensor(arch.norm_mean))
-        self.register_buffer("std", torch.tensor(arch.norm_std))
+        self.register_buffer("mean", _norm_buffer(arch.norm_mean))
+        self.register_buffer("std", _norm_buffer(arch.norm_std))
         depth = self.spec.depth
         blocks_side = arch.input_side
         if depth is not None:
@@ -83,20 +98,22 @@ class STNClassifier(nn.Module):
             self.source_shape = map_after_blocks(arch, depth)  # (channels, side) the ST warps or reads
             self.st_side = st_output_side(arch, self.source_shape[1] if not self.spec.warps_input else arch.input_side)
         self.blocks = nn.ModuleList()
-        channels, side = 1, blocks_side
+        channels, side = arch.in_channels, blocks_side
         for index, block in enumerate(arch.classifier_blocks):
             if depth is not None and not self.spec.warps_input and index == depth:
                 channels, side = self.source_shape[0], self.st_side
             self.blocks.append(build_stack(block, channels, side))
             channels, side = stack_output(block, channels, side)
-        self.fc = nn.Linear(channels * side * side, arch.num_classes)
+        self.top = build_stack(arch.top, channels, side)  # empty for the MNIST family
+        width, side = stack_output(arch.top, channels, side)
+        self.fc = nn.Linear(width * side * side, arch.num_classes)
         self.localisation = None
         self.loc_trunk = None
         if depth is not None:
             loc_channels, loc_side = map_after_blocks(arch, depth)
             self.localisation = Localisation(arch.head, loc_channels, loc_side, st_transform)
             if self.spec.sharing == "copy":
-                trunk, c, s = [], 1, arch.input_side
+                trunk, c, s = [], arch.in_channels, arch.input_side
                 for block in arch.classifier_blocks[:depth]:
                     trunk.append(build_stack(block, c, s))
                     c, s = stack_output(block, c, s)
@@ -116,6 +133,10 @@ class STNClassifier(nn.Module):
             x = block(x)
         return x
 
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits from the last block's map: the FC top (if any), then the output layer."""
+        return self.fc(self.top(features).flatten(1))
+
     def _localise(self, source: torch.Tensor) -> torch.Tensor:
         if self.spec.sharing == "shared":
             for block in self.blocks[: self.spec.depth]:
@@ -130,7 +151,7 @@ class STNClassifier(nn.Module):
         if self.spec.depth is None:
             for block in self.blocks:
                 x = block(x)
-            return Details(logits=self.fc(x.flatten(1)))
+            return Details(logits=self.classify(x))
         depth, pad = self.spec.depth, self.arch.padding_mode
         if not self.spec.warps_input:
             for block in self.blocks[:depth]:
@@ -150,7 +171,7 @@ class STNClassifier(nn.Module):
         x = features
         for block in self.blocks[depth:]:
             x = block(x)
-        return Details(self.fc(x.flatten(1)), thetas, theta, out, features)
+        return Details(self.classify(x), thetas, theta, out, features)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.forward_details(images).logits

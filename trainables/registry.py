@@ -4,6 +4,10 @@ A variant name (``CNN``, ``STN-C0``, ``STN-C<X>``, ``STN-SL<X>``, ``STN-DL<X>``,
 iterations) parses to a ``VariantSpec`` and back. ``check_variant`` rejects a request the network
 cannot honour with one line naming the allowed values, using the shape arithmetic of
 ``architectures`` so that no torch shape error ever reaches a user.
+
+``DATASETS`` is the MNIST distortion family that studies sweep; ``DEEP_DATASETS`` are the harder
+datasets of the ICPR study (SVHN, PlanktonSet) with their deeper networks. Every function here takes
+either kind; ``ALL_DATASETS`` lists both.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 from trainables.architectures import (
     ARCHITECTURES,
+    DEEP_ARCHITECTURES,
     Architecture,
     ShapeError,
     map_after_blocks,
@@ -20,7 +25,10 @@ from trainables.architectures import (
     st_output_side,
 )
 
-DATASETS: tuple[str, ...] = tuple(ARCHITECTURES)
+DEEP_DATASETS: tuple[str, ...] = tuple(DEEP_ARCHITECTURES)
+DATASETS: tuple[str, ...] = tuple(d for d in ARCHITECTURES if d not in DEEP_ARCHITECTURES)
+ALL_DATASETS: tuple[str, ...] = DATASETS + DEEP_DATASETS
+# The transform each dataset's generator applies and reports; datasets without one get no pose metrics.
 POSE_KIND = {"rotated-mnist": "rotation", "translated-mnist": "translation", "scaled-mnist": "scale"}
 # How many numbers the localisation network predicts for each ST parameterisation.
 ST_TRANSFORMS: dict[str, int] = {"affine": 6, "similarity": 4, "rotation": 1, "translation": 2}
@@ -104,7 +112,7 @@ def parse_variant(value: str | dict | VariantSpec) -> VariantSpec:
 
 def architecture(dataset: str) -> Architecture:
     if dataset not in ARCHITECTURES:
-        raise VariantError(f"unknown dataset {dataset!r}: allowed {', '.join(DATASETS)}")
+        raise VariantError(f"unknown dataset {dataset!r}: allowed {', '.join(ALL_DATASETS)}")
     return ARCHITECTURES[dataset]
 
 
@@ -134,7 +142,7 @@ def _shape_problem(arch: Architecture, spec: VariantSpec) -> str | None:
     except ShapeError as err:
         return f"the localisation head cannot take the {channels}x{side}x{side} map at depth {spec.depth} ({err})"
     if spec.warps_input:
-        start_depth, start_channels, start_side = 0, 1, st_output_side(arch, arch.input_side)
+        start_depth, start_channels, start_side = 0, arch.in_channels, st_output_side(arch, arch.input_side)
     else:
         start_depth, start_channels, start_side = spec.depth, channels, st_output_side(arch, side)
     try:
@@ -169,14 +177,16 @@ def check_variant(dataset: str, variant: str | dict | VariantSpec, st_transform:
 def canonical_variants(dataset: str) -> list[tuple[str, str]]:
     """The finite list of (variant, st_transform) cells that the tests and presets draw from."""
     cells = [(name, "affine") for name in CORE_VARIANTS]
+    arch = architecture(dataset)
     for depth in allowed_depths(dataset, "none"):
-        if depth >= 2:
+        if depth >= 2 and (arch.studied_depths is None or depth in arch.studied_depths):
             cells += [(f"STN-{code}{depth}", "affine") for code in ("C", "SL", "DL")]
     cells += [("STN-SL1x2", "affine"), ("STN-C1x2", "affine")]
     cells += [("STN-C0", t) for t in ST_TRANSFORMS if t != "affine"]
-    cells += [("STN-SL1", "rotation" if POSE_KIND[dataset] == "rotation" else "similarity")]
-    return [(v, t) for v, t in cells if _shape_problem(architecture(dataset), parse_variant(v)) is None]
+    cells += [("STN-SL1", "rotation" if POSE_KIND.get(dataset) == "rotation" else "similarity")]
+    return [(v, t) for v, t in cells if _shape_problem(arch, parse_variant(v)) is None]
 
 
-def all_canonical() -> list[tuple[str, str, str]]:
-    return [(d, v, t) for d in DATASETS for v, t in canonical_variants(d)]
+def all_canonical(datasets: tuple[str, ...] = DATASETS) -> list[tuple[str, str, str]]:
+    """Canonical cells of ``datasets`` (default: the MNIST family a study sweeps)."""
+    return [(d, v, t) for d in datasets for v, t in canonical_variants(d)]

@@ -12,20 +12,20 @@ from pathlib import Path
 
 import torch
 
-from trainables.data import DataError, load_mnist
-from trainables.loop import OPTIMIZERS, ConfigError, TrainConfig, TrainResult, train
-from trainables.registry import DATASETS, ST_TRANSFORMS, VariantError
+from trainables.data import DataError, load_data
+from trainables.loop import OPTIMIZERS, ConfigError, TrainConfig, TrainResult, check_splits, train
+from trainables.registry import ALL_DATASETS, ST_TRANSFORMS, VariantError
 
 RESULT_FILE = "result.json"
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m trainables.train", description=__doc__)
-    p.add_argument("--dataset", default="rotated-mnist", help=f"one of {', '.join(DATASETS)}")
+    p.add_argument("--dataset", default="rotated-mnist", help=f"one of {', '.join(ALL_DATASETS)}")
     p.add_argument("--variant", default="STN-SL1", help="CNN, STN-C<X>, STN-SL<X>, STN-DL<X>[x<N>]")
     p.add_argument("--st-transform", default="affine", help=f"one of {', '.join(ST_TRANSFORMS)}")
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--train-size", type=int, default=None, help="use only the first N training digits")
+    p.add_argument("--train-size", type=int, default=None, help="use only the first N training images")
     p.add_argument("--optimizer", default="sgd", help=f"one of {', '.join(OPTIMIZERS)}")
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--momentum", type=float, default=0.0)
@@ -42,8 +42,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--test-passes", type=int, default=10, help="randomised passes over the test set (K)")
     p.add_argument("--memory-format", default="auto", help="auto (channels_last on CPU), channels_last, contiguous")
     p.add_argument("--precision", default="fp32", help="fp32, or bf16 (autocast of the forward pass)")
-    p.add_argument("--data-root", default=None, help="torchvision MNIST root; default: the embedded subset")
-    p.add_argument("--download", action="store_true", help="download MNIST into --data-root if missing")
+    p.add_argument("--data-root", default=None,
+                   help="MNIST family: torchvision MNIST root (default: the embedded subset); svhn: the folder of "
+                        "train_32x32.mat and test_32x32.mat; plankton: a class-per-folder image tree")
+    p.add_argument("--download", action="store_true", help="download MNIST or SVHN into --data-root if missing")
     p.add_argument("--out", default="runs/train", help="directory for result.json")
     return p
 
@@ -72,7 +74,8 @@ def main(argv=None) -> int:
     cfg = TrainConfig(**{**values, "lr_milestones": tuple(args.lr_milestones)})
     try:
         cfg.validate()
-        splits = load_mnist(cfg.data_root, cfg.download)
+        splits = load_data(cfg.dataset, cfg.data_root, cfg.download)
+        check_splits(cfg.dataset, splits)
     except (VariantError, ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,6 +1,6 @@
 """The Ray Tune function trainable: wraps the loop, reports every epoch with a checkpoint.
 
-The only module of ``trainables`` that imports Ray. A checkpoint holds the loop's full state, so a
+It lives in ``study`` (orchestration), so that ``trainables`` stays pure PyTorch. A checkpoint holds the loop's full state, so a
 trial restarted after a crash resumes at its last epoch. The final report carries the end-of-trial
 metrics and ``outcome``; its checkpoint carries the figures (and the model for final-stage runs),
 which the driver logs to MLflow — the worker never needs to reach the tracking server.
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from ray import tune
 
-from trainables.data import load_mnist
+from trainables.data import data_source, load_data
 from trainables.figures import write_trial_figures
 from trainables.loop import TrainConfig, train
 
@@ -26,9 +26,9 @@ HPARAMS = ("optimizer", "lr", "loc_lr_mult", "momentum", "weight_decay", "batch_
 
 
 @functools.lru_cache(maxsize=4)
-def _splits(data_root: str | None, download: bool):
-    """Loaded once per worker process: actor reuse keeps it across trials."""
-    return load_mnist(data_root, download)
+def _splits(source: str, data_root: str | None, download: bool):
+    """Loaded once per worker process and source (the MNIST family shares one): actor reuse keeps it across trials."""
+    return load_data(source, data_root, download)
 
 
 def train_config(config: dict) -> TrainConfig:
@@ -76,7 +76,8 @@ def train_cell(config: dict) -> None:
             tune.report({**record, "restored_from_epoch": restored_from,
                          "trial_seconds": time.perf_counter() - started}, checkpoint=tune.Checkpoint.from_directory(directory))
 
-    result = train(cfg, on_epoch=on_epoch, splits=_splits(cfg.data_root, cfg.download), resume=resume)
+    splits = _splits(data_source(cfg.dataset), cfg.data_root, cfg.download)
+    result = train(cfg, on_epoch=on_epoch, splits=splits, resume=resume)
     if result.status == "diverged":
         # val_error = 1.0 (the worst error): Tune requires its metric in every result; the searcher is told FAIL
         tune.report({"outcome": "diverged", "message": result.message, "val_error": 1.0, **result.metrics})
