@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -147,6 +149,8 @@ class StudyConfig(Strict):
     download: bool = False
     tracking_uri: str | None = None
     storage_path: str | None = None
+    # each cell's Optuna study: a database URL (e.g. postgresql://...), default the study's journal file
+    optuna_storage: str | None = None
 
     @field_validator("lr_milestones")
     @classmethod
@@ -166,6 +170,17 @@ class StudyConfig(Strict):
         if repeated:  # a repeated seed would be one final run counted twice in the statistics
             raise ValueError(f"seeds must be distinct, got {repeated[0]} more than once")
         return value
+
+    @field_validator("optuna_storage")
+    @classmethod
+    def _optuna_storage(cls, value: str | None):
+        if value and not re.match(r"^(postgresql|mysql|sqlite)(\+\w+)?://", value):
+            raise ValueError(f"must be a database URL (postgresql://, mysql:// or sqlite:///...; default: the "
+                             f"study's journal file), got {value!r}")
+        if value and urlsplit(value).password:  # the config is logged to MLflow and kept in study.json
+            raise ValueError("must not hold a password (the config is logged with the study): leave it out of "
+                             "the URL and set PGPASSWORD (or ~/.pgpass) for Postgres")
+        return value or None
 
     @field_validator("datasets")
     @classmethod

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from study import config as study_config
 from study.config import ConfigError, StudyConfig
+from study.paths import StudyDir, artifacts_root, new_study_id, storage_root  # noqa: F401 - also this module's API
 from study.signals import STOP, graceful_stop
 from trainables.data import DataError
 
@@ -54,6 +55,8 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+# What a resume may change: how much more to run, with what resources, and where the records are. Everything
+# else is a fact of the study, read from its study.json.
 EXTENSIBLE = ("trials_per_cell", "final_seeds", "max_concurrent_trials", "resources.cpus", "resources.gpus",
               "tracking_uri", "storage_path")
 
@@ -65,7 +68,8 @@ _FLAG_FIELDS = {"name": "name", "datasets": "datasets", "variants": "variants", 
                 "data_root": "data_root", "download": "download", "seed": "seed"}
 
 
-def config_from_args(args: argparse.Namespace) -> StudyConfig:
+def set_overrides(args: argparse.Namespace) -> dict:
+    """``--set KEY=VALUE`` items as dotted key → value (parsed as YAML)."""
     import yaml
 
     overrides = {}
@@ -77,6 +81,11 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
             overrides[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError:
             raise ConfigError([f"--set {key}: value {value!r} is not valid YAML"]) from None
+    return overrides
+
+
+def config_from_args(args: argparse.Namespace) -> StudyConfig:
+    overrides = set_overrides(args)
     for attr, field in _FLAG_FIELDS.items():
         value = getattr(args, attr, None)
         if value is not None:
@@ -84,12 +93,55 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
     return study_config.load(args.preset, args.config, overrides)
 
 
-def new_study_id(name: str) -> str:
-    return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+def flag_names() -> dict[str, str]:
+    """Config field → the flag that sets it, for messages."""
+    flags = {action.dest: action.option_strings[0] for action in parser()._actions if action.option_strings}
+    return {field: flags[attr] for attr, field in _FLAG_FIELDS.items()}
 
 
-def artifacts_root() -> Path:
-    return Path.cwd() / "mlflow_artifacts"
+def resume_changes(args: argparse.Namespace) -> tuple[dict, dict]:
+    """The config fields given with ``--resume`` (flags and ``--set``), and how each was given."""
+    given = {field: getattr(args, attr) for attr, field in _FLAG_FIELDS.items()
+             if getattr(args, attr, None) is not None}
+    sets, names = set_overrides(args), flag_names()
+    names.update({key: f"--set {key}" for key in sets if key not in given and key not in EXTENSIBLE})
+    return {**sets, **given}, names  # a flag wins over --set, as in a launch
+
+
+def refusal(what: str, study_id: str, names: dict) -> ConfigError:
+    """One line: what would change a fact of the study, and what a resume may change."""
+    allowed = ", ".join(names.get(key, key) for key in EXTENSIBLE)
+    return ConfigError([f"{what}: cannot be changed when resuming study {study_id}: allowed {allowed}"])
+
+
+def _get(data: dict, dotted: str):
+    for key in dotted.split("."):
+        data = data.get(key) if isinstance(data, dict) else None
+    return data
+
+
+def resumed_config(state, changes: dict, names: dict | None = None) -> StudyConfig:
+    """The saved config with ``changes`` on top; a field outside ``EXTENSIBLE`` may only repeat its saved value."""
+    from study.runner import config_of
+
+    saved = config_of(state, {}).model_dump(mode="json")
+    try:
+        cfg, error = config_of(state, {"tracking_uri": state.tracking_uri, **changes}), None
+    except ConfigError as err:  # a change that is refused anyway: say that, not what is wrong with its value
+        cfg, error = None, err
+    new = cfg.model_dump(mode="json") if cfg else {}
+    for key, value in changes.items():
+        if key not in EXTENSIBLE and (_get(new, key) if cfg else value) != _get(saved, key):
+            raise refusal((names or {}).get(key, key), state.study_id, names or {})
+    if error:
+        raise error
+    return cfg
+
+
+def lock_dir(directory: StudyDir) -> Path:
+    """Where the one-driver lock lives: the study's directory, or for object storage (no OS locks) this
+    machine's spool folder of the study, so it guards against a second driver here only."""
+    return directory.local if directory.local is not None else artifacts_root() / "spool" / directory.name
 
 
 def resolve_tracking_uri(cfg: StudyConfig) -> str:
@@ -101,55 +153,59 @@ def resolve_tracking_uri(cfg: StudyConfig) -> str:
 def run(cfg: StudyConfig, quiet: bool = False, max_hours: float | None = None, cluster: bool = False,
         address: str | None = None) -> str:
     """Run the study end to end and return its study id. Raises ConfigError / DataError / TrackingError."""
+    from study.lock import driver_lock
     from study.runner import StudyRunner
 
     runner = StudyRunner(cfg, quiet=quiet, max_hours=max_hours, cluster_address=address, use_cluster=cluster)
     with graceful_stop():  # SIGTERM / SIGHUP: like Ctrl-C
-        runner.start()
-        return runner.execute()
-
-
-def storage_root(storage_path: str | None) -> Path:
-    return Path(storage_path).expanduser().resolve() if storage_path else artifacts_root() / "tune"
+        state = runner.start()
+        with driver_lock(lock_dir(runner.directory), state.study_id):
+            return runner.execute()
 
 
 def resume(wanted: str | None, changes: dict | None = None, storage_path: str | None = None, quiet: bool = False,
-           max_hours: float | None = None, cluster: bool = False, address: str | None = None) -> str:
-    """Continue an interrupted study or extend a finished one (more trials per cell, more final seeds)."""
-    from study.runner import StudyRunner, config_of
-    from study.state import find_state
+           max_hours: float | None = None, cluster: bool = False, address: str | None = None,
+           names: dict | None = None) -> str:
+    """Continue an interrupted study or extend a finished one (more trials per cell, more final seeds).
 
-    state = find_state(storage_root(storage_path), wanted or None)
-    unknown = [k for k in (changes or {}) if k not in EXTENSIBLE]
-    if unknown:
-        raise ConfigError([f"{unknown[0]}: cannot be changed when resuming: allowed {', '.join(EXTENSIBLE)}"])
-    flat = {k: v for k, v in (changes or {}).items() if "." not in k}
-    cfg = config_of(state, {**flat, "tracking_uri": (changes or {}).get("tracking_uri") or state.tracking_uri})
-    for key, value in (changes or {}).items():
-        if "." in key:
-            section, field = key.split(".")
-            setattr(getattr(cfg, section), field, value)
+    ``changes`` (config field → value) go on top of the saved config. The effective config is written to
+    ``study.json`` before any run starts, so an interrupted extension resumes as the extended study.
+    Raises ``StudyLocked`` while another driver runs the study.
+    """
+    from study.lock import driver_lock
+    from study.runner import StudyRunner
+    from study.state import find_state, study_dir
+
+    root = storage_root(storage_path)
+    state = find_state(root, wanted or None)
+    where = {"storage_path": storage_path} if storage_path else {}  # the study lives where it was found
+    cfg = resumed_config(state, {**where, **(changes or {})}, names)
     runner = StudyRunner(cfg, quiet=quiet, max_hours=max_hours, cluster_address=address, use_cluster=cluster)
-    with graceful_stop():
-        runner.attach(state)
+    with graceful_stop(), driver_lock(lock_dir(study_dir(root, state.study_id)), state.study_id):
+        runner.attach(state)  # every check passed: now the extension is a fact of the study
+        state.config_yaml, state.tracking_uri = cfg.to_yaml(), runner.tracking_uri
+        runner.save_state()
         return runner.execute()
 
 
 def list_studies(storage_path: str | None) -> str:
+    """Every study under the storage path, with its trials as each cell's Optuna study records them."""
     import pandas as pd
+    import yaml
 
-    from study.state import all_states, load_searcher_state, study_dir
+    from study.record import open_storage, study_counts
+    from study.state import all_states, study_dir
 
     rows = []
     root = storage_root(storage_path)
     for state in all_states(root):
-        saved = load_searcher_state(study_dir(root, state.study_id)) or {"studies": {}}
-        trials = [t for study in saved["studies"].values() for t in study.trials]
-        states = [t.state.name.lower() for t in trials]
+        url = (yaml.safe_load(state.config_yaml) or {}).get("optuna_storage")
+        counts = study_counts(open_storage(study_dir(root, state.study_id), url), state.study_id)
+        total = {s: sum(c[s] for c in counts.values()) for s in ("running", "complete", "pruned", "fail")}
         rows.append({"study": state.study_id, "status": state.status,
                      "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(state.created)),
-                     "cells": len(saved["studies"]), "trials": len(trials), "completed": states.count("complete"),
-                     "pruned": states.count("pruned"), "failed": states.count("fail"),
+                     "cells": len(counts), "trials": sum(total.values()), "completed": total["complete"],
+                     "pruned": total["pruned"], "failed": total["fail"],
                      "final runs": f"{sum(state.final_complete)}/{len(state.final_runs)} Tune runs done"})
     if not rows:
         return f"no studies under {root}"
@@ -160,7 +216,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
     from study.cluster import ClusterError
-    from study.state import StudyNotFound
+    from study.lock import StudyLocked
+    from study.state import StudyNotFound, find_state
     from study.tracking import TrackingError
 
     if args.list:
@@ -171,17 +228,19 @@ def main(argv=None) -> int:
         return 2
     try:
         if args.resume is not None:
-            changes = {field: getattr(args, attr) for attr, field in _FLAG_FIELDS.items()
-                       if getattr(args, attr, None) is not None and field in EXTENSIBLE}
+            changes, names = resume_changes(args)
+            if args.preset or args.config:  # the saved config is the study's base: these would replace it
+                state = find_state(storage_root(args.storage_path), args.resume or None)
+                raise refusal("--preset" if args.preset else "--config", state.study_id, names)
             study_id = resume(args.resume, changes, args.storage_path, args.quiet, args.max_hours, args.cluster,
-                              args.address)
+                              args.address, names)
         else:
             study_id = run(config_from_args(args), args.quiet, args.max_hours, args.cluster, args.address)
     except ConfigError as err:
         for line in err.lines:
             print(f"config error: {line}", file=sys.stderr)
         return 2
-    except (DataError, TrackingError, ClusterError, StudyNotFound) as err:
+    except (DataError, TrackingError, ClusterError, StudyNotFound, StudyLocked) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -92,10 +92,16 @@ def alignment_curves(client: MlflowClient, runs, dataset: str) -> dict:
     return out
 
 
-def build_figures(client: MlflowClient, study: Study, out: Path) -> list[Path]:
+def build_figures(client: MlflowClient, study: Study, out: Path, gaps: list[str] | None = None) -> list[Path]:
+    """The report's figures; a panel whose data could not be fetched is left out and said in ``gaps``."""
     written = []
     for dataset in datasets_in(study.runs):
-        panels = {row: figure_data(client, run_id) for row, run_id in representative(study, dataset).items()}
+        panels = {}
+        for row, run_id in representative(study, dataset).items():
+            missing: list = []
+            panels[row] = figure_data(client, run_id, missing)
+            if missing and gaps is not None:
+                gaps.append(f"{dataset} / {row} (run {run_id}): {missing[0][1]}")
         stem = dataset.split("-")[0]
         if dataset == "rotated-mnist":
             written.append(fig3_angle_plots(out / "fig3_angle_plots.png", {k: v for k, v in panels.items() if k != "CNN"}))
@@ -124,7 +130,13 @@ def build_report(tracking_uri: str, wanted: str | None = None, out: str | None =
         (directory / f"{table.name}.tex").write_text(to_latex(table))
         (directory / f"{table.name}.html").write_text(to_html(table))
         markdown.append(to_markdown(table))
-    figures = build_figures(client, study, directory)
+    gaps: list[str] = []
+    figures = build_figures(client, study, directory, gaps)
+    if gaps:  # said, not silently drawn without them
+        markdown.append("### Figure panels left out (their data could not be fetched)\n\n"
+                        + "\n".join(f"- {gap}" for gap in gaps) + "\n")
+        for gap in gaps:
+            print(f"report: figure panel left out: {gap}", file=sys.stderr)
     (directory / "report.md").write_text("\n".join(markdown))
     (directory / "report.html").write_text(html_page(study, tables, figures))
     if not quiet:

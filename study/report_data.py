@@ -107,23 +107,52 @@ def datasets_in(runs: pd.DataFrame) -> list[str]:
     return [d for d in DATASET_ORDER if d in present]
 
 
+def _val_best(search: pd.DataFrame) -> pd.DataFrame:
+    ranked = search.assign(_n=pd.to_numeric(search.get("param.trial_number", 0), errors="coerce"))
+    return ranked.sort_values(["val_error", "_n"]).head(1).drop(columns="_n")
+
+
+def _current_finals(cell: pd.DataFrame, final: pd.DataFrame) -> pd.DataFrame:
+    """The final runs of the cell's current val-best configuration (an extension may have found a new best:
+    finals of an earlier best are superseded, never averaged in). Runs without the tag predate it: all count."""
+    if "hparams_hash" not in final or final["hparams_hash"].isna().all():
+        return final
+    search = cell[(cell["stage"] == "search") & (cell["outcome"] == "completed")]
+    if search.empty or "hparams_hash" not in search or search["hparams_hash"].isna().all():
+        return final
+    best = _val_best(search)["hparams_hash"].iloc[0]
+    return final[final["hparams_hash"] == best]
+
+
 def reported_runs(runs: pd.DataFrame, dataset: str, row: str) -> tuple[pd.DataFrame, str]:
-    """The runs that stand for a cell: its completed final runs, else its val-best search trial.
+    """The runs that stand for a cell: the completed final runs of its current best, else its val-best search trial.
 
     Returns (runs, basis) with basis ``final``, ``val-best search trial`` or a reason for none.
     """
     cell = runs[(runs["param.dataset"] == dataset) & (runs["row"] == row)]
     if cell.empty:
         return cell, "not in this study"
-    final = cell[(cell["stage"] == "final") & (cell["outcome"] == "completed")]
+    final = _current_finals(cell, cell[(cell["stage"] == "final") & (cell["outcome"] == "completed")])
     if not final.empty:
         return final, "final"
     search = cell[(cell["stage"] == "search") & (cell["outcome"] == "completed")]
     if search.empty:
         failed = cell["outcome"].isin(["diverged", "failed"]).sum()
         return search, f"no completed trial ({failed} diverged/failed)"
-    ranked = search.assign(_n=pd.to_numeric(search.get("param.trial_number", 0), errors="coerce"))
-    return ranked.sort_values(["val_error", "_n"]).head(1), "val-best search trial"
+    return _val_best(search), "val-best search trial"
+
+
+def superseded_finals(runs: pd.DataFrame) -> pd.DataFrame:
+    """Completed final runs that retrained an earlier best of their cell (listed, not reported)."""
+    if runs.empty or "hparams_hash" not in runs:
+        return runs.iloc[0:0]
+    kept = set()
+    for (dataset, row), _ in runs.groupby(["param.dataset", "row"]):
+        chosen, basis = reported_runs(runs, dataset, row)
+        if basis == "final":
+            kept |= set(chosen["run_id"])
+    final = runs[(runs["stage"] == "final") & (runs["outcome"] == "completed")]
+    return final[~final["run_id"].isin(kept)]
 
 
 def failure_counts(runs: pd.DataFrame) -> dict[str, dict[str, int]]:
@@ -131,14 +160,16 @@ def failure_counts(runs: pd.DataFrame) -> dict[str, dict[str, int]]:
     return {cell: group["outcome"].value_counts().to_dict() for cell, group in bad.groupby("cell")}
 
 
-def figure_data(client: MlflowClient, run_id: str) -> dict[str, np.ndarray] | None:
-    """The raw figure arrays a trial logged (figures/figures.npz), or None."""
+def figure_data(client: MlflowClient, run_id: str, missing: list | None = None) -> dict[str, np.ndarray] | None:
+    """The raw figure arrays a trial logged (figures/figures.npz), or None; why not is added to ``missing``."""
     try:
         with tempfile.TemporaryDirectory() as tmp:
             path = client.download_artifacts(run_id, "figures/figures.npz", tmp)
             with np.load(path) as data:
                 return {k: data[k] for k in data.files}
-    except Exception:  # no figures logged for that run (e.g. pruned, or logged by an older version)
+    except Exception as err:  # noqa: BLE001 - e.g. none logged, the artifact store unreachable, a damaged file
+        if missing is not None:
+            missing.append((run_id, (str(err).strip().splitlines() or [type(err).__name__])[0][:200]))
         return None
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from study.report_data import COLUMN, datasets_in, failure_counts, pose_unit, reported_runs, resolve_row, row_order
+from study.report_data import (COLUMN, datasets_in, failure_counts, pose_unit, reported_runs, resolve_row, row_order,
+                               superseded_finals)
 
 DASH = "—"
 
@@ -136,6 +137,12 @@ def _common_notes(runs: pd.DataFrame, bases: set[str]) -> list[str]:
     notes = []
     if bases:
         notes.append("† no final stage for that cell: its val-best search trial (selected on val error, never test)")
+    old = superseded_finals(runs)
+    if not old.empty:
+        parts = [f"{cell}: seeds {', '.join(sorted(g['seed'].astype(str)))} of trial #{g['selected_from_trial'].iloc[0]}"
+                 for (cell, _), g in old.groupby(["cell", "selected_from_trial"])]
+        notes.append("Superseded final runs (an extension found a better configuration; not in the table): "
+                     + "; ".join(parts))
     failures = failure_counts(runs)
     if failures:
         parts = [f"{cell}: " + ", ".join(f"{n} {kind}" for kind, n in counts.items()) for cell, counts in failures.items()]

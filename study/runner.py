@@ -25,7 +25,7 @@ from study.setup import StudySetup
 from study.signals import fit
 from study.schedulers import CellPruningScheduler, SnapshotOnAddScheduler
 from study.space import HPARAM_KEYS, PerCellSearcher, final_key
-from study.state import StudyState, load_searcher_state, save_searcher, write_deadline
+from study.state import StudyState, write_deadline
 from study.tracking import TrialTracker
 from study.trial import train_cell
 
@@ -47,7 +47,7 @@ class StudyRunner(StudySetup):
         return tune.with_resources(train_cell, {"cpu": self.cfg.resources.cpus, "gpu": self.cfg.resources.gpus})
 
     def _run_config(self, name: str, callbacks: list) -> tune.RunConfig:
-        return tune.RunConfig(name=name, storage_path=str(self.directory), callbacks=callbacks, verbose=0,
+        return tune.RunConfig(name=name, storage_path=self.directory.uri, callbacks=callbacks, verbose=0,
                               checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                               failure_config=tune.FailureConfig(max_failures=2))
 
@@ -56,18 +56,18 @@ class StudyRunner(StudySetup):
 
     def _restorable(self, name: str) -> bool:
         """An unfinished Tune run can be continued only if its saved state holds trials."""
-        states = sorted((self.directory / name).glob("experiment_state-*.json"))
+        states = [f for f in self.directory.listdir(name) if f.startswith("experiment_state-") and f.endswith(".json")]
         if not states:
             return False
         try:
-            return bool(json.loads(states[-1].read_text()).get("trial_data"))
+            return bool(json.loads(self.directory.read_text(f"{name}/{max(states)}")).get("trial_data"))
         except (OSError, ValueError):
             return False
 
     def _restore(self, name: str):
-        path = self.directory / name
+        path = f"{self.directory.uri}/{name}"
         self.say(f"continuing Tune run {name} from {path}")
-        return tune.Tuner.restore(str(path), trainable=self._trainable(), resume_unfinished=True,
+        return tune.Tuner.restore(path, trainable=self._trainable(), resume_unfinished=True,
                                   resume_errored=True, restart_errored=False)
 
     # ------------------------------------------------------------------ the search stage
@@ -75,15 +75,13 @@ class StudyRunner(StudySetup):
         runs, complete = self.state.search_runs, self.state.search_complete
         if runs and not complete[-1]:
             if self._restorable(runs[-1]):
-                fit(self._restore(runs[-1]))
-                self._mark_search_done()
+                results = fit(self._restore(runs[-1]))  # Tune restores the searcher's run bookkeeping
+                self._mark_search_done(results, PerCellSearcher(self.cfg, self.directory))
             else:  # killed before Tune saved any trial: nothing to continue, start a new run
                 complete[-1] = True
                 self.save_state()
         searcher = PerCellSearcher(self.cfg, self.directory)
-        saved = load_searcher_state(self.directory)
-        if saved is not None:
-            searcher.continue_with(saved, self.cfg)
+        searcher.start_new_run()  # trials of an earlier run that never ended are lost, not counted
         if searcher.remaining() and not searcher.budget_exhausted():
             searcher.finals_done |= self._finals_in_mlflow()  # a later search run must not repeat them early
             name = f"search-{len(runs) + 1}"
@@ -101,17 +99,13 @@ class StudyRunner(StudySetup):
                                             metric="val_error", mode="min", num_samples=samples,
                                             max_concurrent_trials=self.cfg.max_concurrent_trials, reuse_actors=True),
                 run_config=self._run_config(name, callbacks))
-            fit(tuner)
-            self._mark_search_done()
-            save_searcher(self.directory, searcher)
-        final = PerCellSearcher(self.cfg, self.directory)
-        final.continue_with(load_searcher_state(self.directory), self.cfg)
-        return final
+            self._mark_search_done(fit(tuner), searcher)
+        return PerCellSearcher(self.cfg, self.directory)
 
-    def _mark_search_done(self) -> None:
-        state = load_searcher_state(self.directory)
-        if state and (state["live"] or state.get("final_live")):  # trials still in flight: Tune was interrupted
-            raise StudyInterrupted()
+    def _mark_search_done(self, results, searcher: PerCellSearcher) -> None:
+        """A search run is done when Tune ended every trial and Optuna holds no trial still running."""
+        if results.num_terminated + results.num_errors < len(results) or searcher.in_flight():
+            raise StudyInterrupted()  # Tune was interrupted: the trials in flight resume with the run
         self.state.search_complete[-1] = True
         self.save_state()
 
@@ -130,8 +124,8 @@ class StudyRunner(StudySetup):
 
     def _finals_in_mlflow(self) -> set[tuple]:
         """Final runs MLflow holds as completed; looked up only once a final stage has run."""
-        if not self.state.final_runs:
-            return set()  # no final stage yet: nothing to look up (and no need for the server right now)
+        if not self.state.final_runs and not (self.cfg.overlap_final and self.state.search_runs):
+            return set()  # no final run can have started yet: nothing to look up (and no need for the server)
         self._flush_tracking(wait=True)  # what MLflow holds must be up to date; raises if it stays down
         runs = self.client.search_runs([self.state.experiment_id], f"tags.study_id = '{self.state.study_id}' and "
                                        f"tags.stage = 'final' and tags.outcome = 'completed'", max_results=5000)
@@ -228,7 +222,10 @@ class StudyRunner(StudySetup):
 
 
 def config_of(state: StudyState, changes: dict) -> StudyConfig:
-    """The study's saved config with the allowed extensions applied (more trials, seeds, budget)."""
+    """The study's saved config with ``changes`` (field or dotted ``a.b`` keys) applied, validated again."""
+    from study.config import set_path
+
     data = yaml.safe_load(state.config_yaml)
-    data.update(changes)
+    for key, value in changes.items():
+        set_path(data, key, value)
     return validate(data)

@@ -28,14 +28,15 @@ def search_seed(seed: int, key: str, number: int) -> int:
     return FINAL_SEED_LIMIT + digest % (SEARCH_SEED_END - FINAL_SEED_LIMIT)
 
 
-def make_sampler(cfg: StudyConfig, key: str) -> optuna.samplers.BaseSampler:
-    """A new cell's sampler from ``cfg.sampler``; the first ``n_startup_trials`` trials are random for tpe/gp.
+def make_sampler(cfg: StudyConfig, key: str, held: int = 0) -> optuna.samplers.BaseSampler:
+    """The cell's sampler from ``cfg.sampler``; the first ``n_startup_trials`` trials are random for tpe/gp.
 
-    Only new cells get one: a resumed or extended study keeps each cell's saved Optuna study with the
-    sampler it was made with. GP samples the SGD-only ``momentum`` (a conditional parameter) at
-    random: that is expected, not warned.
+    ``held``: trials the cell's study already holds (a resumed or extended search). The sampler is
+    rebuilt each time the study is opened (its random state is not part of the record), seeded by
+    (seed, cell, held) so that a resumed search never replays the first session's draws. GP samples
+    the SGD-only ``momentum`` (a conditional parameter) at random: that is expected, not warned.
     """
-    seed = cell_seed(cfg.seed, key)
+    seed = cell_seed(cfg.seed, key if not held else f"{key}/{held}")
     kind, startup = cfg.sampler, cfg.n_startup_trials
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
@@ -30,8 +31,11 @@ class SnapshotOnAddScheduler(FIFOScheduler):
             controller = getattr(tune_controller, "_tune_controller", tune_controller)
             try:
                 controller.checkpoint(force=True, wait=True)
-            except Exception as err:  # never fail a study over an early snapshot
-                log.warning("could not snapshot the experiment state: %s", err)
+            except Exception as err:  # noqa: BLE001 - the study goes on, but the user must know what is at risk
+                reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+                print(f"error: could not save Tune's experiment state before trial {trial.trial_id} started "
+                      f"({reason}): if the driver is killed before the next save, that trial is lost and runs "
+                      f"again on --resume", file=sys.stderr, flush=True)
         return trial
 
 

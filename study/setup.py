@@ -18,7 +18,8 @@ from study import cluster
 from study.config import StudyConfig
 from study.disk import DiskGuard, check_free_space
 from study.signals import STOP
-from study.launch import artifacts_root, new_study_id, resolve_tracking_uri, storage_root
+from study.launch import resolve_tracking_uri
+from study.paths import StudyDir, artifacts_root, is_remote, new_study_id, storage_root
 from study.spool import TrackingSpool
 from study.state import StudyState, study_dir
 from study.tracking import (SPOOLS, artifact_root_for, check_tracking_uri, ensure_experiment, provenance_tags,
@@ -48,8 +49,7 @@ class StudySetup:
         self.cfg, self.quiet, self.max_hours = cfg, quiet, max_hours
         self.use_cluster, self.address = use_cluster, cluster_address
         self.tracking_uri = resolve_tracking_uri(cfg)
-        remote = (cfg.storage_path or "").startswith("s3://")
-        self.storage = cfg.storage_path if remote else storage_root(cfg.storage_path)
+        self.storage = storage_root(cfg.storage_path)  # a local path or an object-store URI
         self.state: StudyState | None = None
         self.guard = DiskGuard(self.watched_paths(), cfg.min_free_gb)
 
@@ -64,10 +64,11 @@ class StudySetup:
             cluster.check_cluster_settings(self.tracking_uri, self.cfg.storage_path)
             with STOP.around_ray_init():  # ray.init puts in its own SIGTERM handler, which exits at once
                 cluster.connect(self.address)
-            nodes = cluster.probe_storage(str(self.storage))
+            nodes = cluster.probe_storage(self.storage)
             self.say(f"cluster: {nodes} nodes, storage {self.storage} reachable from all")
         else:
-            Path(self.storage).mkdir(parents=True, exist_ok=True)
+            if not is_remote(self.storage):
+                Path(self.storage).mkdir(parents=True, exist_ok=True)
             with STOP.around_ray_init():
                 cluster.init_local()
         import ray
@@ -83,7 +84,7 @@ class StudySetup:
 
     def watched_paths(self) -> list[Path]:
         """Local paths the study writes to: each must keep ``min_free_gb`` free."""
-        paths = [] if str(self.storage).startswith("s3://") else [Path(self.storage)]
+        paths = [] if is_remote(self.storage) else [Path(self.storage)]
         if self.tracking_uri.startswith("sqlite:///"):
             paths.append(Path(self.tracking_uri.removeprefix("sqlite:///")).parent)
         return paths
@@ -145,15 +146,15 @@ class StudySetup:
         self.say(f"resuming study {state.study_id} (tracking {self.tracking_uri}, storage {self.storage})")
 
     def open_spool(self) -> None:
-        remote = str(self.storage).startswith("s3://")
-        where = artifacts_root() / "spool" / self.state.study_id if remote else self.directory / "tracking-spool"
+        local = self.directory.local  # with object storage the journal of updates stays on this machine
+        where = local / "tracking-spool" if local is not None else artifacts_root() / "spool" / self.state.study_id
         self.spool = TrackingSpool(self.tracking_uri, where, self.state.experiment_id, self.state.study_id,
                                    say=lambda text: print(text, file=sys.stderr, flush=True))  # even with --quiet
         SPOOLS[self.state.study_id] = self.spool  # also for trackers that Tuner.restore unpickles
 
     @property
-    def directory(self) -> Path:
-        return study_dir(Path(self.storage), self.state.study_id)
+    def directory(self) -> StudyDir:
+        return study_dir(self.storage, self.state.study_id)
 
     def save_state(self) -> None:
         self.state.save(self.directory)

@@ -16,6 +16,8 @@ stage then runs only what is left.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import pickle
 import time
@@ -26,13 +28,20 @@ from ray.tune.search import Searcher
 
 from study.config import Cell, Range, SearchSpace, StudyConfig
 from study.samplers import make_pruner, make_sampler, search_seed
-from study.state import read_deadline, save_searcher
+from study.record import (counted, import_legacy, mark_lost, open_cell_study, open_storage, running_trials,
+                          state_counts, study_counts, trial_handle)
+from study.paths import StudyDir
+from study.state import LEGACY_SEARCHER_FILE, read_deadline
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger(__name__)
 METRIC, MODE = "val_error", "min"
 HPARAM_KEYS = ("optimizer", "lr", "loc_lr_mult", "momentum", "weight_decay", "batch_size")
 FINAL_ENDS = ("completed", "diverged")  # a final run that failed (errored) early is tried again by the final stage
+
+
+class LegacyRecordError(RuntimeError):
+    """A study recorded by an earlier version whose pickled Optuna studies this Optuna cannot read."""
 
 
 def _suggest_float(trial: optuna.Trial, name: str, value: Range) -> float:
@@ -68,32 +77,66 @@ def cell_fields(cell: Cell) -> dict:
     return {"cell": cell.key, "dataset": cell.dataset, "variant": cell.variant, "st_transform": cell.st_transform}
 
 
+def hparams_hash(config: dict) -> str:
+    """A short fingerprint of a configuration's hyper-parameters: a final run names the one it retrains."""
+    values = json.dumps([str(config[k]) for k in HPARAM_KEYS])
+    return hashlib.sha256(values.encode()).hexdigest()[:12]
+
+
 def final_key(config: dict) -> tuple:
     """What makes two final runs the same: cell, seed and hyper-parameters, as MLflow stores them."""
     return (config["cell"], str(config["seed"]), tuple(str(config[k]) for k in HPARAM_KEYS))
 
 
 class PerCellSearcher(Searcher):
-    """One Optuna study per cell until each has ``trials_per_cell`` trials, then the cells' final runs."""
+    """One Optuna study per cell until each has ``trials_per_cell`` trials, then the cells' final runs.
+
+    The per-cell studies live in Optuna's storage (``study.record``), written at every ask, report
+    and tell; what this object keeps besides is the bookkeeping of the running Tune run (which Tune
+    trial is which Optuna trial, final runs in flight), saved with Tune's own searcher checkpoint.
+    """
 
     def __init__(self, cfg: StudyConfig, directory: Path | None = None):
         super().__init__(metric=METRIC, mode=MODE)
         self.cfg = cfg
-        self.directory = directory  # the study's directory: deadline file, autosaved state
+        self.directory = StudyDir.of(directory) if directory is not None else None  # deadline, Optuna journal
         self.cells = {cell.key: cell for cell in cfg.cells()}
-        self.studies = {key: self._new_study(key) for key in self.cells}
         self.live: dict[str, tuple[str, int]] = {}  # Tune trial id -> (cell key, Optuna trial number)
         self.pruned: set[str] = set()
-        self.seconds: dict[str, list[float]] = {}  # cell -> its ended search trials' trial_seconds
         self.final_live: dict[str, tuple] = {}  # Tune trial id -> final_key of a final run started early
         self.finals_tried: set[tuple] = set()  # final runs started by a search run (never twice there)
         self.finals_done: set[tuple] = set()  # final runs known to have completed
+        self._open_record()
+
+    def _open_record(self) -> None:
+        """Open (or create) every cell's study in the study's Optuna storage."""
+        self.storage = open_storage(self.directory, getattr(self.cfg, "optuna_storage", None))
+        self.study_id = self.directory.name if self.directory is not None else ""
+
+        def open_cell(key: str) -> optuna.Study:
+            return open_cell_study(self.storage, self.study_id, key, lambda held: make_sampler(self.cfg, key, held),
+                                   make_pruner(self.cfg))
+
+        legacy = self.directory is not None and self.directory.exists(LEGACY_SEARCHER_FILE)
+        if legacy and not study_counts(self.storage, self.study_id):
+            if not import_legacy(self.directory.read_bytes(LEGACY_SEARCHER_FILE), self.storage, self.study_id, open_cell):
+                raise LegacyRecordError(f"study {self.study_id}: its search record {self.directory}/"
+                                        f"{LEGACY_SEARCHER_FILE} was written by an earlier Optuna and cannot be read "
+                                        f"by Optuna {optuna.__version__}")
+        self.studies = {key: open_cell(key) for key in self.cells}
         self._trials: dict[str, optuna.Trial] = {}
         self._suggested_at: dict[str, float] = {}
 
-    def _new_study(self, key: str) -> optuna.Study:
-        sampler = make_sampler(self.cfg, key)
-        return optuna.create_study(study_name=key, direction="minimize", sampler=sampler, pruner=make_pruner(self.cfg))
+    def __getstate__(self) -> dict:
+        """Tune pickles the searcher with its run: the Optuna objects stay out, the storage is reopened."""
+        state = self.__dict__.copy()
+        for name in ("storage", "studies", "_trials", "_suggested_at"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._open_record()
 
     @property
     def total_trials(self) -> int:
@@ -101,7 +144,12 @@ class PerCellSearcher(Searcher):
 
     def started(self, key: str) -> int:
         """Trials of the cell so far, not counting trials lost to a killed driver before Tune saved them."""
-        return sum(1 for t in self.studies[key].get_trials(deepcopy=False) if not t.user_attrs.get("lost"))
+        return len(counted(self.studies[key].get_trials(deepcopy=False)))
+
+    def seconds(self, key: str) -> list[float]:
+        """The cell's ended search trials' ``trial_seconds``, as recorded with them."""
+        return [float(t.user_attrs["trial_seconds"]) for t in self.studies[key].get_trials(deepcopy=False)
+                if "trial_seconds" in t.user_attrs]
 
     def budget_exhausted(self) -> bool:
         deadline = read_deadline(self.directory)
@@ -119,10 +167,6 @@ class PerCellSearcher(Searcher):
         cut search trials: finals tried for an earlier best or seed do not count against it)."""
         return len(self.cells) * len(self.cfg.final_seeds) if self.overlap_final else 0
 
-    def _autosave(self) -> None:
-        if self.directory is not None:
-            save_searcher(self.directory, self)
-
     # ---- which cell gets a free slot
     def _searching(self, key: str) -> bool:
         return any(cell == key for cell, _ in self.live.values())
@@ -133,7 +177,8 @@ class PerCellSearcher(Searcher):
         if best is None:
             return []
         return [{**trial_constants(self.cfg, "final"), **cell_fields(self.cells[key]), "seed": seed,
-                 "selected_from": best["trial_number"], **best["hparams"]} for seed in self.cfg.final_seeds]
+                 "selected_from": best["trial_number"], "hparams_hash": hparams_hash(best["hparams"]), **best["hparams"]}
+                for seed in self.cfg.final_seeds]
 
     def _finals_ready(self, key: str, best_per_cell: dict) -> list[dict]:
         if not self.overlap_final or self.started(key) < self.cfg.trials_per_cell or self._searching(key):
@@ -143,9 +188,10 @@ class PerCellSearcher(Searcher):
 
     def _trial_estimate(self, key: str) -> float:
         """A cell's mean ended-trial time; before one ended, the longest known (or elapsed) time."""
-        if self.seconds.get(key):
-            return sum(self.seconds[key]) / len(self.seconds[key])
-        known = [sum(s) / len(s) for s in self.seconds.values() if s]
+        measured = {k: self.seconds(k) for k in self.cells}
+        if measured[key]:
+            return sum(measured[key]) / len(measured[key])
+        known = [sum(s) / len(s) for s in measured.values() if s]
         if not known:
             return 1.0  # nothing measured yet: every cell alike (round-robin)
         now = time.time()
@@ -175,7 +221,6 @@ class PerCellSearcher(Searcher):
             config = ready[key][0]
             self.final_live[trial_id] = final_key(config)
             self.finals_tried.add(final_key(config))
-            self._autosave()
             return config
         cell, study = self.cells[key], self.studies[key]
         trial = study.ask()
@@ -186,7 +231,6 @@ class PerCellSearcher(Searcher):
         trial.set_user_attr("seed", seed)
         self.live[trial_id] = (key, trial.number)
         self._trials[trial_id] = trial
-        self._autosave()
         return {**trial_constants(self.cfg, "search"), **cell_fields(cell), "seed": seed,
                 "trial_number": trial.number, **hparams}
 
@@ -195,9 +239,7 @@ class PerCellSearcher(Searcher):
             return None
         if trial_id not in self._trials:  # after a restore: rebuild the ask-and-tell handle
             key, number = self.live[trial_id]
-            study = self.studies[key]
-            optuna_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-            self._trials[trial_id] = optuna.Trial(study, optuna_id)
+            self._trials[trial_id] = trial_handle(self.storage, self.studies[key], number)
         return self._trials[trial_id]
 
     def should_prune(self, trial_id: str, step: int, value: float) -> bool:
@@ -218,16 +260,17 @@ class PerCellSearcher(Searcher):
             key = self.final_live.pop(trial_id)
             if not error and outcome in FINAL_ENDS:
                 self.finals_done.add(key)
-            self._autosave()
             return
         trial = self._trial(trial_id)
         if trial is None:
             return
-        key, _ = self.live.pop(trial_id)
+        key, number = self.live.pop(trial_id)
         self._trials.pop(trial_id, None)
-        if (result or {}).get("trial_seconds"):
-            self.seconds.setdefault(key, []).append(float(result["trial_seconds"]))
         study = self.studies[key]
+        if study.trials[number].state.is_finished():
+            return  # told before the driver died, rerun by Tune from an older snapshot: the record stands
+        if (result or {}).get("trial_seconds"):
+            trial.set_user_attr("trial_seconds", float(result["trial_seconds"]))
         if error or outcome in ("diverged", "failed"):
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         elif trial_id in self.pruned:
@@ -236,7 +279,6 @@ class PerCellSearcher(Searcher):
             study.tell(trial, result[METRIC])
         else:  # stopped without a final result (e.g. the study's time budget ran out)
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        self._autosave()
 
     def best_per_cell(self) -> dict[str, dict]:
         """Each cell's completed trial with the lowest final val_error (test error is never looked at)."""
@@ -250,44 +292,49 @@ class PerCellSearcher(Searcher):
         return best
 
     def counts(self) -> dict[str, dict[str, int]]:
-        out = {}
-        for key, study in self.studies.items():
-            states = [t.state.name.lower() for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("lost")]
-            out[key] = {s: states.count(s) for s in ("running", "complete", "pruned", "fail")}
-        return out
+        return {key: state_counts(study) for key, study in self.studies.items()}
 
-    # ---- Tune checkpointing of the searcher's state (Tuner.restore)
+    def in_flight(self) -> bool:
+        """A search trial or early final run that a Tune run started and did not end (it was interrupted)."""
+        return bool(self.final_live) or any(running_trials(study) for study in self.studies.values())
+
+    # ---- Tune checkpointing of the running Tune run's bookkeeping (Tuner.restore); the trials are in Optuna
     def get_state(self) -> dict:
-        return {"studies": self.studies, "live": self.live, "pruned": self.pruned, "cfg": self.cfg,
-                "seconds": self.seconds, "final_live": self.final_live, "finals_tried": self.finals_tried,
-                "finals_done": self.finals_done}
+        return {"live": {t: list(v) for t, v in self.live.items()}, "pruned": sorted(self.pruned),
+                "final_live": {t: _jsonable(k) for t, k in self.final_live.items()},
+                "finals_tried": [_jsonable(k) for k in self.finals_tried],
+                "finals_done": [_jsonable(k) for k in self.finals_done]}
 
     def set_state(self, state: dict) -> None:
-        self.studies, self.live, self.pruned = state["studies"], state["live"], state["pruned"]
-        self.cfg = state["cfg"]
-        self.seconds = state.get("seconds", {})  # studies saved before final runs could start early
-        self.final_live = state.get("final_live", {})
-        self.finals_tried, self.finals_done = state.get("finals_tried", set()), state.get("finals_done", set())
-        self.cells = {cell.key: cell for cell in self.cfg.cells()}
+        if "studies" in state:  # a Tune run of an earlier version: its trials were imported from the pickle
+            state = {"live": state["live"], "pruned": state["pruned"], "final_live": state.get("final_live", {}),
+                     "finals_tried": state.get("finals_tried", ()), "finals_done": state.get("finals_done", ())}
+        self.live = {t: (v[0], int(v[1])) for t, v in state["live"].items()}
+        self.pruned = set(state["pruned"])
+        self.final_live = {t: _key(k) for t, k in state["final_live"].items()}
+        self.finals_tried = {_key(k) for k in state["finals_tried"]}
+        self.finals_done = {_key(k) for k in state["finals_done"]}
         self._trials, self._suggested_at = {}, {}
 
-    def continue_with(self, state: dict, cfg: StudyConfig) -> None:
-        """Carry a finished search run's studies into a new run (more trials per cell, a new budget)."""
-        self.set_state(state)
-        for trial_id, (key, number) in list(self.live.items()):
-            # suggested but never run to an end by a finished Tune run: lost to a killed driver
-            study = self.studies[key]
-            optuna_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-            study._storage.set_trial_user_attr(optuna_id, "lost", True)
-            study.tell(optuna.Trial(study, optuna_id), state=optuna.trial.TrialState.FAIL)
-            self.live.pop(trial_id)
-        for trial_id, key in list(self.final_live.items()):  # likewise: the final stage runs it
-            self.finals_tried.discard(key)
-            self.final_live.pop(trial_id)
-        self.cfg = cfg
+    def start_new_run(self) -> None:
+        """Before a new Tune run of the study: trials asked for by an earlier run that never ended are
+        lost (their driver was killed before Tune saved them) and do not count."""
+        for study in self.studies.values():
+            for trial in running_trials(study):
+                mark_lost(self.storage, study, trial.number)
+        self.live, self.final_live, self.pruned = {}, {}, set()
 
     def save(self, checkpoint_path: str) -> None:
-        Path(checkpoint_path).write_bytes(pickle.dumps(self.get_state()))
+        Path(checkpoint_path).write_text(json.dumps(self.get_state()))
 
     def restore(self, checkpoint_path: str) -> None:
-        self.set_state(pickle.loads(Path(checkpoint_path).read_bytes()))
+        raw = Path(checkpoint_path).read_bytes()
+        self.set_state(json.loads(raw) if raw[:1] == b"{" else pickle.loads(raw))  # pickled by an earlier version
+
+
+def _jsonable(key: tuple) -> list:
+    return [key[0], key[1], list(key[2])]
+
+
+def _key(value) -> tuple:
+    return (value[0], value[1], tuple(value[2]))

@@ -249,8 +249,14 @@ class TrackingSpool:
         elif kind == "end":
             if op.get("only_if_running") and self.client.get_run(run_id).info.status != "RUNNING":
                 return
-            for k, v in op.get("tags", {}).items():
-                self.client.set_tag(run_id, k, v)
+            for k, v in op.get("tags", {}).items():  # a tag the store refuses must not keep the run RUNNING
+                try:
+                    self.client.set_tag(run_id, k, v)
+                except Exception as err:  # noqa: BLE001 - an outage is retried as a whole, a refusal is skipped
+                    if not is_refusal(err):
+                        raise
+                    log.warning("tracking: tag %s of run %s refused (%s); the run is ended without it", k, run_id,
+                                (str(err).strip().splitlines() or [type(err).__name__])[0][:300])
             self.client.set_terminated(run_id, op["status"])
         elif kind == "files":
             if not Path(op["dir"]).is_dir():

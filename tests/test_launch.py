@@ -5,6 +5,7 @@ from pathlib import Path
 
 import mlflow
 import mlflow.pytorch
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -147,3 +148,58 @@ def test_a_diverging_cell_fails_its_runs_with_the_reason_and_the_study_goes_on(r
     accuracy = (build_report(uri, study_id, str(tmp_path / "report"), quiet=True, log_to_parent=False)
                 / "accuracy.md").read_text()
     assert "rotated-mnist/CNN: 2 diverged" in accuracy
+
+
+@pytest.mark.dashboard
+def test_each_cells_search_opens_in_optuna_dashboard(study):
+    """The real optuna-dashboard on the study's journal shows every cell's trials, pruned ones included."""
+    import json
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from conftest import free_port
+
+    study_id, uri, runs = study
+    journal = Path(uri.removeprefix("sqlite:///")).parent / "tune" / study_id / "optuna.journal"
+    port = free_port()
+    dashboard = subprocess.Popen([Path(sys.executable).parent / "optuna-dashboard", str(journal), "--host",
+                                  "127.0.0.1", "--port", str(port), "--quiet"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def get(path: str):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return json.loads(response.read())
+
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                summaries = get("/api/studies")["study_summaries"]
+                break
+            except OSError:
+                assert dashboard.poll() is None and time.time() < deadline, dashboard.stderr.read()
+                time.sleep(0.5)
+        names = {s["study_name"]: s["study_id"] for s in summaries}
+        assert sorted(names) == [f"{study_id}/rotated-mnist/CNN", f"{study_id}/rotated-mnist/STN-C0"]
+        pruned = 0
+        for name, optuna_id in names.items():
+            trials = get(f"/api/studies/{optuna_id}?after=0")["trials"]
+            search = runs[(runs["stage"] == "search") & (runs["cell"] == name.split("/", 1)[1])]
+            assert len(trials) == len(search) == TRIALS
+            for trial in trials:  # each trial as MLflow has it: outcome, value, every epoch reported
+                run = search[pd.to_numeric(search["param.trial_number"]) == trial["number"]].iloc[0]
+                steps = [v["step"] for v in trial["intermediate_values"]]
+                if trial["state"] == "Pruned":
+                    pruned += 1
+                    assert run["outcome"] == "pruned" and 1 <= len(steps) < EPOCHS
+                else:
+                    assert trial["state"] == "Complete" and run["outcome"] == "completed"
+                    assert steps == list(range(1, EPOCHS + 1))
+                    assert trial["values"][0] == pytest.approx(float(run["val_error"]))
+                assert {p["name"] for p in trial["params"]} >= {"lr", "optimizer", "batch_size"}
+        assert pruned >= 1
+    finally:
+        dashboard.terminate()
+        dashboard.wait(timeout=30)

@@ -232,3 +232,34 @@ def test_rows_keep_the_paper_order_and_a_compared_variant_finds_its_parameterise
     assert resolve_row(labels, "STN-SL1") == "STN-SL1 [rotation]"
     assert resolve_row(["STN-SL1", "STN-SL1 [rotation]"], "STN-SL1") == "STN-SL1"  # the exact row wins
     assert resolve_row(["STN-SL1 [rotation]", "STN-SL1 [similarity]"], "STN-SL1") == "STN-SL1"  # ambiguous: no guess
+
+
+def test_only_the_current_bests_finals_are_reported_and_superseded_ones_are_listed(tmp_path):
+    """An extension found a better configuration: its finals stand for the cell; the old best's are listed."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("extended", artifact_location=(tmp_path / "artifacts").as_uri())
+    parent = client.create_run(exp, tags={"study_id": STUDY, "stage": "study"}).info.run_id
+    old, new = "aaaaaaaaaaaa", "bbbbbbbbbbbb"
+    for trial, (val, digest) in enumerate([(0.20, old), (0.10, new)]):
+        rid = add_run(client, exp, parent, "rotated-mnist/CNN", "search", trial, trial=trial, val_error=val,
+                      test_error=val)
+        client.set_tag(rid, "hparams_hash", digest)
+    for trial, digest, errors in ((0, old, [0.50, 0.52]), (1, new, [0.04, 0.06])):
+        for seed, err in enumerate(errors):
+            rid = add_run(client, exp, parent, "rotated-mnist/CNN", "final", seed, trial=10 * trial + seed,
+                          test_error=err, val_error=err)
+            client.set_tag(rid, "hparams_hash", digest)
+            client.set_tag(rid, "selected_from_trial", str(trial))
+    out = build_report(uri, None, str(tmp_path / "report"), quiet=True, log_to_parent=False)
+    md = (out / "accuracy.md").read_text()
+    assert "5.00 ± 1.41 (n=2)" in md  # the new best's two seeds only (n would be 4 with the old ones mixed in)
+    assert "Superseded final runs" in md and "rotated-mnist/CNN: seeds 0, 1 of trial #0" in md
+
+
+def test_figure_panels_that_cannot_be_fetched_are_named_with_the_reason(built):
+    md = (built / "report.md").read_text()
+    section = md.split("### Figure panels left out (their data could not be fetched)")[1]
+    cnn = [line for line in section.splitlines() if line.startswith("- rotated-mnist / CNN (run ")]
+    assert len(cnn) == 1 and cnn[0].split("): ", 1)[1]  # the run and why (no figures.npz was logged for it)
+    assert "STN-SL1" not in section  # its figures were fetched and drawn

@@ -1,6 +1,7 @@
 """Interruptions on real Ray, Optuna and MLflow: driver SIGKILL, Ctrl-C, SIGTERM/SIGHUP, time budget, extension.
 
-Each launch is a real ``python -m study.launch`` process with its own local Ray instance.
+Each launch is a real ``python -m study.launch`` process with its own local Ray instance; what a resume
+may change, and that the change is recorded first, is checked without Ray on a study's record alone.
 """
 
 import json
@@ -14,10 +15,12 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import epochs_logged
+from conftest import epochs_logged, saved_study
 
+from study import launch as launcher
 from study.launch import list_studies
 from study.report_data import load_study
 from study.state import find_state
@@ -190,6 +193,8 @@ def test_time_budget_then_extension_adds_exactly_what_was_asked(tmp_path):
     _, frame = runs(tmp_path)
     search, final = frame[frame["stage"] == "search"], frame[frame["stage"] == "final"]
     assert len(search) == 4 and trial_ids_unique(frame)
+    saved = yaml.safe_load(find_state(tmp_path / "tune", None).config_yaml)
+    assert saved["trials_per_cell"] == 4 and saved["final_seeds"] == [0, 1]  # the record is the extended study
     # seed 0 is rerun only if the extra trial changed the cell's best configuration
     assert sorted(final[final["outcome"] == "completed"]["seed"].astype(int).unique()) == [0, 1]
     assert "resumable" in list_studies(str(tmp_path / "tune"))
@@ -236,3 +241,47 @@ def test_killed_trial_worker_resumes_from_its_checkpoint(tmp_path):
     restored = [m.value for m in client.get_metric_history(run["run_id"], "restored_from_epoch")]
     assert max(restored) >= 3  # restarted from a checkpoint at epoch >= 3: earlier epochs were not retrained
     assert [m.step for m in client.get_metric_history(run["run_id"], "val_error")] == [1, 2, 3, 4, 5, 6]
+
+
+ALLOWED = ("allowed --trials-per-cell, --final-seeds, --max-concurrent, --cpus-per-trial, --gpus-per-trial, "
+           "--tracking-uri, --storage-path")
+FIXED = [(["--epochs", "7"], "--epochs"), (["--epochs", "0"], "--epochs"), (["--set", "epochs=7"], "--set epochs"),
+         (["--seed", "3"], "--seed"), (["--variants", "CNN", "STN-C1"], "--variants"),
+         (["--preset", "smoke"], "--preset"), (["--set", "search.lr.high=0.05"], "--set search.lr.high")]
+
+
+@pytest.mark.parametrize("argv,flag", FIXED, ids=[" ".join(argv) for argv, _ in FIXED])
+def test_a_resume_that_would_change_a_fixed_field_is_refused_and_nothing_changes(tmp_path, monkeypatch, capsys,
+                                                                                 argv, flag):
+    monkeypatch.chdir(tmp_path)
+    study_id = saved_study(tmp_path / "tune")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert launcher.main(["--resume", study_id, "--storage-path", str(tmp_path / "tune"), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"config error: {flag}: cannot be changed when resuming study {study_id}: {ALLOWED}"]
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before  # nothing written
+
+
+def test_an_extension_is_recorded_before_its_runs_so_an_interrupted_one_resumes_extended(tmp_path, monkeypatch):
+    from study.runner import StudyRunner
+
+    monkeypatch.chdir(tmp_path)
+    storage = tmp_path / "tune"
+    study_id = saved_study(storage)
+    ran = []
+
+    def execute(self):  # the extension is interrupted before any trial
+        ran.append(self.cfg)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(StudyRunner, "attach", lambda self, state: setattr(self, "state", state))
+    monkeypatch.setattr(StudyRunner, "execute", execute)
+    common = ["--resume", study_id, "--storage-path", str(storage), "--quiet"]
+    # flags that repeat the saved values are not changes; the extension is
+    assert launcher.main([*common, "--epochs", "2", "--name", "saved", "--trials-per-cell", "4",
+                          "--final-seeds", "0", "1", "--set", "resources.cpus=2"]) == 130
+    saved = yaml.safe_load(find_state(storage, study_id).config_yaml)
+    assert (saved["trials_per_cell"], saved["final_seeds"], saved["resources"]["cpus"]) == (4, [0, 1], 2)
+    assert saved["storage_path"] == str(storage) and saved["epochs"] == 2
+    assert launcher.main(common) == 130  # a plain resume of it
+    assert (ran[1].trials_per_cell, ran[1].final_seeds, ran[1].resources.cpus) == (4, [0, 1], 2)

@@ -1,6 +1,7 @@
 """Per-cell search with real Optuna: round-robin cells, seeded TPE, pruning only within a cell,
 most work first, and each cell's final runs scheduled as soon as its search is over."""
 
+import json
 import pickle
 
 import optuna
@@ -72,13 +73,14 @@ def test_diverged_and_errored_trials_fail_and_best_is_chosen_on_val_only():
 
 
 def test_state_survives_save_and_restore(tmp_path):
-    searcher = PerCellSearcher(config())
+    searcher = PerCellSearcher(config(), tmp_path / "study")
     searcher.suggest("t0")
     searcher.suggest("t1")
     assert not searcher.should_prune("t0", 1, 0.5)
-    searcher.save(str(tmp_path / "searcher.pkl"))
-    restored = PerCellSearcher(config())
-    restored.restore(str(tmp_path / "searcher.pkl"))
+    searcher.save(str(tmp_path / "searcher-state"))
+    assert json.loads((tmp_path / "searcher-state").read_text())["live"]["t0"] == ["rotated-mnist/CNN", 0]
+    restored = pickle.loads(pickle.dumps(searcher))  # what Tuner.restore does: unpickle, then restore the state
+    restored.restore(str(tmp_path / "searcher-state"))
     assert not restored.should_prune("t0", 2, 0.4)  # the live trial is reachable again
     restored.on_trial_complete("t0", {"val_error": 0.4, "outcome": "completed"})
     assert restored.counts()["rotated-mnist/CNN"]["complete"] == 1
@@ -142,16 +144,16 @@ def test_a_cells_final_runs_start_once_its_search_is_over(overlap):
     assert {k[0] for k in searcher.finals_done if k[1] == "0"} == {"rotated-mnist/CNN", "rotated-mnist/STN-C1"}
 
 
-def test_an_extension_gets_every_search_trial_within_tunes_sample_cap():
+def test_an_extension_gets_every_search_trial_within_tunes_sample_cap(tmp_path):
     """Tune stops asking after ``num_samples``: finals of an earlier best must not use up search samples."""
     cfg = config(variants=["CNN", "STN-C1"], trials_per_cell=1, final_seeds=[0])
-    searcher = PerCellSearcher(cfg)
+    searcher = PerCellSearcher(cfg, tmp_path / "study")
     for i in range(4):  # one search trial per cell, then each cell's final
         searcher.suggest(f"a{i}")
         finish(searcher, f"a{i}", 5.0, value=0.5 - 0.1 * i)
-    extended = PerCellSearcher(cfg)
-    extended.continue_with(searcher.get_state(), config(variants=["CNN", "STN-C1"], trials_per_cell=3,
-                                                        final_seeds=[0]))
+    extended = PerCellSearcher(config(variants=["CNN", "STN-C1"], trials_per_cell=3, final_seeds=[0]),
+                               tmp_path / "study")
+    extended.start_new_run()
     cap, stages = extended.remaining() + extended.finals_bound(), []
     for i in range(cap):  # a new best in each cell: its final runs again
         suggestion = extended.suggest(f"b{i}")
@@ -163,40 +165,37 @@ def test_an_extension_gets_every_search_trial_within_tunes_sample_cap():
     assert stages.count("final") == 2 and extended.suggest("end") == extended.FINISHED
 
 
-def test_a_search_run_pickled_before_overlap_final_existed_keeps_the_stages_apart():
-    searcher = PerCellSearcher(config(variants=["CNN"], trials_per_cell=1, final_seeds=[0]))
-    state = searcher.get_state()
-    del state["cfg"].__dict__["overlap_final"]  # what Tuner.restore unpickles from an older version
-    for key in ("seconds", "final_live", "finals_tried", "finals_done"):
-        del state[key]
-    searcher.set_state(state)
+def test_a_search_run_pickled_before_overlap_final_existed_keeps_the_stages_apart(tmp_path):
+    searcher = PerCellSearcher(config(variants=["CNN"], trials_per_cell=1, final_seeds=[0]), tmp_path / "study")
+    del searcher.cfg.__dict__["overlap_final"]  # what Tuner.restore unpickles from an older version
+    searcher = pickle.loads(pickle.dumps(searcher))
     searcher.suggest("t0")
     finish(searcher, "t0", 5.0)
     assert searcher.finals_bound() == 0 and searcher.suggest("t1") == searcher.FINISHED
 
 
 def test_final_runs_in_flight_survive_save_and_restore_and_are_rescheduled_if_lost(tmp_path):
-    searcher = PerCellSearcher(config(variants=["CNN"], trials_per_cell=1, final_seeds=[0]))
+    searcher = PerCellSearcher(config(variants=["CNN"], trials_per_cell=1, final_seeds=[0]), tmp_path / "study")
     searcher.suggest("t0")
     finish(searcher, "t0", 5.0)
     final = searcher.suggest("f0")
-    searcher.save(str(tmp_path / "searcher.pkl"))
-    restored = PerCellSearcher(config(variants=["CNN"], trials_per_cell=1, final_seeds=[0]))
-    restored.restore(str(tmp_path / "searcher.pkl"))  # Tuner.restore: the final run carries on
+    searcher.save(str(tmp_path / "searcher-state"))
+    restored = pickle.loads(pickle.dumps(searcher))
+    restored.restore(str(tmp_path / "searcher-state"))  # Tuner.restore: the final run carries on
     assert restored.final_live == {"f0": final_key(final)} and restored.suggest("x") == restored.FINISHED
-    lost = PerCellSearcher(config(variants=["CNN"], trials_per_cell=1, final_seeds=[0]))
-    lost.continue_with(searcher.get_state(), lost.cfg)  # a Tune run that ended without it: start it again
+    lost = PerCellSearcher(config(variants=["CNN"], trials_per_cell=1, final_seeds=[0]), tmp_path / "study")
+    lost.start_new_run()  # a Tune run that ended without it: start it again
     assert lost.final_live == {} and lost.suggest("f1") == final  # the same final run, once more
     restored.on_trial_complete("f0", {"outcome": "completed", "val_error": 0.1})
     assert restored.finals_done == {final_key(final)} and restored.suggest("y") == restored.FINISHED
 
 
-def test_search_trials_never_share_a_seed_with_final_runs_and_keep_theirs_on_extension():
+def test_search_trials_never_share_a_seed_with_final_runs_and_keep_theirs_on_extension(tmp_path):
     from study.config import FINAL_SEED_LIMIT
     from study.samplers import search_seed
 
     cfg = config(variants=["CNN", "STN-C1"], trials_per_cell=2, final_seeds=[0, 1])
-    searcher, search, finals = PerCellSearcher(cfg), {}, []
+    searcher, search, finals = PerCellSearcher(cfg, tmp_path / "study"), {}, []
     for i in range(8):  # two search trials per cell, then each cell's two final runs
         suggestion = searcher.suggest(f"t{i}")
         if suggestion["stage"] == "search":
@@ -208,9 +207,8 @@ def test_search_trials_never_share_a_seed_with_final_runs_and_keep_theirs_on_ext
     assert len(set(search.values())) == len(search) == 4  # every search trial its own seed
     assert not set(search.values()) & set(finals)
     assert all(seed == search_seed(cfg.seed, cell, n) for (cell, n), seed in search.items())
-    extended = PerCellSearcher(cfg)  # a resume or extension: the saved studies go on numbering trials
-    extended.continue_with(searcher.get_state(), config(variants=["CNN", "STN-C1"], trials_per_cell=3,
-                                                        final_seeds=[0, 1]))
+    extended = PerCellSearcher(config(variants=["CNN", "STN-C1"], trials_per_cell=3, final_seeds=[0, 1]),
+                               tmp_path / "study")  # a resume or extension: the recorded studies go on numbering
     more = extended.suggest("x")
     assert more["trial_number"] == 2 and more["seed"] == search_seed(cfg.seed, more["cell"], 2)
     assert more["seed"] not in search.values()
@@ -220,9 +218,9 @@ def test_search_trials_never_share_a_seed_with_final_runs_and_keep_theirs_on_ext
 
 @pytest.mark.parametrize("kind,cls", [("tpe", optuna.samplers.TPESampler), ("gp", optuna.samplers.GPSampler),
                                       ("random", optuna.samplers.RandomSampler)])
-def test_the_configured_sampler_is_built_per_cell_and_survives_an_extension(kind, cls):
+def test_the_configured_sampler_is_built_per_cell_and_survives_an_extension(kind, cls, tmp_path):
     cfg = config(variants=["CNN"], trials_per_cell=2, final_seeds=[], sampler=kind, n_startup_trials=1)
-    searcher = PerCellSearcher(cfg)
+    searcher = PerCellSearcher(cfg, tmp_path / "study")
     sampler = searcher.studies["rotated-mnist/CNN"].sampler
     assert type(sampler) is cls and getattr(sampler, "_n_startup_trials", 1) == 1
     for i in range(2):  # the second trial is the model's (tpe/gp), after one random start-up trial
@@ -230,7 +228,6 @@ def test_the_configured_sampler_is_built_per_cell_and_survives_an_extension(kind
         assert cfg.search.lr.low <= suggestion["lr"] <= cfg.search.lr.high
         finish(searcher, f"t{i}", 5.0, value=0.5 - 0.1 * i)
     extended = PerCellSearcher(config(variants=["CNN"], trials_per_cell=3, final_seeds=[], sampler=kind,
-                                      n_startup_trials=1))
-    extended.continue_with(pickle.loads(pickle.dumps(searcher.get_state())), extended.cfg)
+                                      n_startup_trials=1), tmp_path / "study")
     assert type(extended.studies["rotated-mnist/CNN"].sampler) is cls
     assert extended.suggest("t2")["stage"] == "search"

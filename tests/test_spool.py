@@ -124,3 +124,17 @@ def test_a_journal_line_cut_by_a_crash_is_skipped_and_the_next_update_kept(tmp_p
     again.close()
     ops = TrackingSpool(dead.uri, tmp_path / "spool", "0", "s1", say=lambda _: None)._journal_after(0)
     assert [op.get("epoch") for op in ops] == [1, 2]
+
+
+def test_a_refused_tag_never_leaves_a_run_running(tmp_path):
+    """The run's end goes through even when the store refuses one of the tags sent with it."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("ended")
+    spool = TrackingSpool(uri, tmp_path / "spool", experiment_id, "s1", say=lambda _: None)
+    open_run(spool, "t1")
+    spool.submit("end", key="t1", status="FAILED", tags={"bad key?": "refused", "outcome": "failed"})
+    assert spool.flush(timeout=60) == 0
+    run = run_of(client, experiment_id, "t1")
+    assert run.info.status == "FAILED" and run.data.tags["outcome"] == "failed" and "bad key?" not in run.data.tags
+    spool.close()

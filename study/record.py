@@ -1,0 +1,158 @@
+"""Optuna's own storage is the one record of every search trial.
+
+Each cell's search is one Optuna study named ``<study id>/<cell>``, kept in a journal file in the
+study's directory (``optuna.journal``) or, with ``optuna_storage:`` in the config, in a database
+(e.g. the compose stack's Postgres). Anything that speaks Optuna reads it: ``optuna.load_study``,
+Optuna's plots, optuna-dashboard. Only Optuna's public API is used here (the storage interface,
+ask/tell, user attributes): nothing is pickled, so a study outlives an Optuna upgrade.
+
+Per trial the record holds the cell's Optuna params, its intermediate ``val_error`` per epoch, and as
+user attributes ``hparams`` (the full configuration), ``seed``, ``tune_trial_id``, ``trial_seconds`` and
+``lost`` (a trial whose driver died before Tune saved it; it does not count towards the cell's trials).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage
+from optuna.storages.journal import BaseJournalBackend, JournalFileBackend
+from optuna.trial import TrialState
+
+from study.paths import StudyDir
+
+JOURNAL_FILE = "optuna.journal"
+STATES = ("running", "complete", "pruned", "fail")
+
+
+class ObjectJournalBackend(BaseJournalBackend):
+    """Optuna's journal as one object in object storage (``s3://`` …), for a single writer.
+
+    Object stores cannot append, so every append writes the whole journal again (one PUT: a reader
+    sees the old or the new journal, never half of one). Only the study's driver writes — one driver
+    per study is enforced by ``study.lock`` — so the journal is read once and then served from
+    memory. Other readers (``--list``, ``optuna.load_study`` through this class) see it as of the
+    last write. Journals are small (a few KB per trial), so rewriting them costs little.
+    """
+
+    def __init__(self, directory: StudyDir, name: str = JOURNAL_FILE):
+        self.directory, self.name = directory, name
+        self._lines: list[bytes] = []
+        if directory.exists(name):
+            self._lines = [line for line in directory.read_bytes(name).splitlines(keepends=True) if line.endswith(b"\n")]
+
+    def read_logs(self, log_number_from: int) -> Iterable[dict[str, Any]]:
+        return [json.loads(line) for line in self._lines[log_number_from:]]
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        lines = [(json.dumps(log, separators=(",", ":")) + "\n").encode() for log in logs]
+        self.directory.write_bytes(self.name, b"".join(self._lines + lines))
+        self._lines += lines
+
+
+def open_storage(directory: "StudyDir | Path | None", url: str | None = None) -> BaseStorage:
+    """The study's Optuna storage: ``url`` (a database) if given, else the journal in the study's directory
+    (a journal file locally, ``ObjectJournalBackend`` on object storage).
+
+    Without either (unit tests of the searcher) the studies live in memory.
+    """
+    if url:
+        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    if directory is None:
+        return optuna.storages.InMemoryStorage()
+    directory = StudyDir.of(directory)
+    if directory.local is None:
+        return JournalStorage(ObjectJournalBackend(directory))
+    directory.makedirs()
+    return JournalStorage(JournalFileBackend(str(directory.local / JOURNAL_FILE)))
+
+
+def cell_study_name(study_id: str, cell: str) -> str:
+    return f"{study_id}/{cell}" if study_id else cell
+
+
+def open_cell_study(storage: BaseStorage, study_id: str, cell: str,
+                    make_sampler: Callable[[int], optuna.samplers.BaseSampler],
+                    pruner: optuna.pruners.BasePruner) -> optuna.Study:
+    """Create the cell's study, or open it again with a sampler seeded by how many trials it holds.
+
+    A sampler's random state is not part of the record; seeding it from (cell, trials so far) makes
+    a resumed search reproducible without ever repeating the start-up draws of the first session.
+    """
+    name = cell_study_name(study_id, cell)
+    held = 0
+    if name in optuna.get_all_study_names(storage):
+        held = len(optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False))
+    study = optuna.create_study(storage=storage, study_name=name, direction="minimize", load_if_exists=True,
+                                sampler=make_sampler(held), pruner=pruner)
+    if not held and "cell" not in study.user_attrs:
+        study.set_user_attr("cell", cell)
+        study.set_user_attr("study_id", study_id)
+    return study
+
+
+def _trial_id(storage: BaseStorage, study: optuna.Study, number: int) -> int:
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
+
+
+def trial_handle(storage: BaseStorage, study: optuna.Study, number: int) -> optuna.Trial:
+    """The ask-and-tell handle of a running trial, e.g. after the driver was restarted."""
+    return optuna.Trial(study, _trial_id(storage, study, number))
+
+
+def mark_lost(storage: BaseStorage, study: optuna.Study, number: int) -> None:
+    """A trial asked for but never run to an end by a Tune run that is over: failed, and not counted."""
+    storage.set_trial_user_attr(_trial_id(storage, study, number), "lost", True)
+    study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+
+
+def counted(trials) -> list:
+    return [t for t in trials if not t.user_attrs.get("lost")]
+
+
+def state_counts(study: optuna.Study) -> dict[str, int]:
+    states = [t.state.name.lower() for t in counted(study.get_trials(deepcopy=False))]
+    return {s: states.count(s) for s in STATES}
+
+
+def running_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+
+def study_counts(storage: BaseStorage, study_id: str) -> dict[str, dict[str, int]]:
+    """Per cell of one study, its trials by state (for ``--list``); read-only."""
+    prefix = f"{study_id}/"
+    out = {}
+    for name in optuna.get_all_study_names(storage):
+        if name.startswith(prefix):
+            out[name[len(prefix):]] = state_counts(optuna.load_study(study_name=name, storage=storage))
+    return out
+
+
+def import_legacy(pickled: bytes, storage: BaseStorage, study_id: str, make_study) -> bool:
+    """Copy the per-cell studies of a study recorded before the journal (a pickle) into the storage, once.
+
+    Trials still running in the pickle were lost with their driver: they are copied as failed and
+    ``lost``. Returns False when the pickle cannot be read by this Optuna (then the user is told).
+    """
+    import pickle
+
+    try:
+        saved = pickle.loads(pickled)
+    except Exception:  # noqa: BLE001 - any unpickling error means the same: written by another Optuna
+        return False
+    for cell, old in saved.get("studies", {}).items():
+        study = make_study(cell)
+        if study.get_trials(deepcopy=False):
+            continue  # imported before
+        for trial in old.trials:
+            if trial.state == TrialState.RUNNING:
+                trial = optuna.trial.create_trial(state=TrialState.FAIL, params=trial.params,
+                                                  distributions=trial.distributions,
+                                                  user_attrs={**trial.user_attrs, "lost": True},
+                                                  intermediate_values=trial.intermediate_values)
+            study.add_trial(trial)
+    return True

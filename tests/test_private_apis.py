@@ -1,0 +1,46 @@
+"""The private Ray and MLflow APIs the study relies on: each fails here, loudly, when an upgrade changes it.
+
+Where a public API does the job it is used instead (Optuna is used through its public API only).
+"""
+
+import inspect
+
+import ray
+
+
+def test_tune_controller_can_be_asked_to_save_its_state_now():
+    """study.schedulers: the experiment state is saved before each new trial (SIGKILL loses nothing)."""
+    from ray.tune.execution.tune_controller import TuneController
+
+    parameters = inspect.signature(TuneController.checkpoint).parameters
+    assert {"force", "wait"} <= set(parameters)
+
+
+def test_ray_counts_the_cpus_a_local_instance_will_offer():
+    """study.setup.local_cpus: the container-aware CPU count Ray itself uses."""
+    from ray._private.utils import get_num_cpus
+
+    assert isinstance(get_num_cpus(), int) and get_num_cpus() >= 1
+
+
+def test_the_local_ray_node_is_reachable_for_a_graceful_stop(ray_local):
+    """study.signals: the local Ray node's processes are stopped in order on SIGTERM."""
+    node = ray._private.worker._global_node
+    assert node is not None and callable(node.kill_all_processes)
+    assert "raylet" in node.all_processes
+    assert {"check_alive", "allow_graceful", "wait"} <= set(inspect.signature(node.kill_all_processes).parameters)
+
+
+def test_a_gcs_client_can_be_made_for_the_token_check():
+    """study.cluster: a refused token is told apart from an unreachable cluster."""
+    from ray._raylet import GcsClient
+    from ray.exceptions import AuthenticationError
+
+    assert callable(GcsClient) and issubclass(AuthenticationError, Exception)
+
+
+def test_mlflow_keeps_its_global_tracking_uri_where_it_is_put_back():
+    """study.tracking.log_final_model: the process-wide tracking URI is restored after logging a model."""
+    from mlflow.tracking._tracking_service import utils
+
+    assert hasattr(utils, "_tracking_uri")

@@ -1,0 +1,153 @@
+"""Optuna's own storage is the record of every search trial: readable by Optuna alone, never pickled,
+and consistent when a driver dies between Optuna and Tune."""
+
+import pickle
+import pickletools
+
+import optuna
+import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from study.config import load
+from study.record import JOURNAL_FILE, cell_study_name, study_counts
+from study.space import PerCellSearcher
+from study.state import LEGACY_SEARCHER_FILE
+
+STUDY = "rec-20260101-000000-abcd"
+
+
+def config(**kw):
+    base = {"variants": ["CNN", "STN-C1"], "trials_per_cell": 3, "epochs": 4, "pruner": "asha", "grace_period": 1,
+            "reduction_factor": 2, "final_seeds": []}
+    return load("smoke", overrides={**base, **kw})
+
+
+def run_trial(searcher, trial_id, values, seconds=7.0):
+    """What Tune and the pruning scheduler do with one search trial."""
+    for step, value in enumerate(values, start=1):
+        if searcher.should_prune(trial_id, step, value):
+            searcher.pruned.add(trial_id)
+            searcher.on_trial_complete(trial_id, {"val_error": value, "trial_seconds": seconds})
+            return
+    searcher.on_trial_complete(trial_id, {"val_error": values[-1], "outcome": "completed", "trial_seconds": seconds})
+
+
+def test_every_search_trial_is_in_optunas_own_journal(tmp_path):
+    searcher = PerCellSearcher(config(), tmp_path / STUDY)
+    suggestions = {t: searcher.suggest(t) for t in ("a", "b", "c", "d")}
+    cnn = [t for t, s in suggestions.items() if s["variant"] == "CNN"]
+    run_trial(searcher, cnn[0], [0.5, 0.4, 0.3])
+    run_trial(searcher, cnn[1], [0.9, 0.9, 0.9])  # worse than the cell's best at step 1: pruned
+    # a separate reader that knows nothing of stn-study: plain Optuna on the journal file
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / STUDY / JOURNAL_FILE)))
+    names = optuna.get_all_study_names(storage)
+    assert sorted(names) == [cell_study_name(STUDY, "rotated-mnist/CNN"), cell_study_name(STUDY, "rotated-mnist/STN-C1")]
+    study = optuna.load_study(study_name=f"{STUDY}/rotated-mnist/CNN", storage=storage)
+    assert study.user_attrs == {"cell": "rotated-mnist/CNN", "study_id": STUDY}
+    done, pruned = study.trials[0], study.trials[1]
+    assert done.state == TrialState.COMPLETE and done.value == 0.3
+    assert done.intermediate_values == {1: 0.5, 2: 0.4, 3: 0.3}
+    assert done.params["lr"] == suggestions[cnn[0]]["lr"] == done.user_attrs["hparams"]["lr"]
+    assert done.user_attrs["seed"] == suggestions[cnn[0]]["seed"] and done.user_attrs["tune_trial_id"] == cnn[0]
+    assert done.user_attrs["trial_seconds"] == 7.0
+    assert pruned.state == TrialState.PRUNED and pruned.intermediate_values == {1: 0.9}
+    assert study_counts(storage, STUDY)["rotated-mnist/STN-C1"] == {"running": 2, "complete": 0, "pruned": 0, "fail": 0}
+
+
+def test_the_searcher_pickles_without_optuna_objects(tmp_path):
+    searcher = PerCellSearcher(config(), tmp_path / STUDY)
+    searcher.suggest("a")
+    blob = pickle.dumps(searcher)  # what Tune keeps in its experiment directory
+    modules = {arg.split()[0] for op, arg, _ in pickletools.genops(blob) if op.name in ("GLOBAL", "SHORT_BINUNICODE")
+               and isinstance(arg, str) and arg.split(".")[0] in ("optuna", "study", "pydantic")}
+    assert "study.space" in modules and not any(m.startswith("optuna") for m in modules)
+    again = pickle.loads(blob)
+    assert again.studies["rotated-mnist/CNN"].trials[0].state == TrialState.RUNNING  # reopened from the journal
+
+
+def test_a_trial_lost_with_its_driver_is_failed_and_not_counted(tmp_path):
+    first = PerCellSearcher(config(variants=["CNN"]), tmp_path / STUDY)
+    first.suggest("a")
+    run_trial(first, "a", [0.5])
+    first.suggest("b")  # asked for, then the driver is SIGKILLed before Tune saved the trial
+    second = PerCellSearcher(config(variants=["CNN"]), tmp_path / STUDY)
+    second.start_new_run()
+    lost = second.studies["rotated-mnist/CNN"].trials[1]
+    assert lost.state == TrialState.FAIL and lost.user_attrs["lost"] is True
+    assert second.started("rotated-mnist/CNN") == 1 and second.remaining() == 2
+    assert second.counts()["rotated-mnist/CNN"] == {"running": 0, "complete": 1, "pruned": 0, "fail": 0}
+
+
+def test_a_trial_told_before_the_driver_died_keeps_its_record(tmp_path):
+    searcher = PerCellSearcher(config(variants=["CNN"]), tmp_path / STUDY)
+    searcher.suggest("a")
+    searcher.save(str(tmp_path / "snapshot"))  # Tune's last snapshot: "a" still running
+    run_trial(searcher, "a", [0.3])
+    restored = pickle.loads(pickle.dumps(searcher))
+    restored.restore(str(tmp_path / "snapshot"))  # Tune reruns "a" from the older snapshot
+    restored.on_trial_complete("a", {"val_error": 0.9, "outcome": "completed"})
+    assert [t.value for t in restored.studies["rotated-mnist/CNN"].trials] == [0.3]
+
+
+def test_a_resumed_search_does_not_replay_its_first_draws(tmp_path):
+    cfg = config(variants=["CNN"], sampler="random", trials_per_cell=4)
+    first = PerCellSearcher(cfg, tmp_path / STUDY)
+    drawn = []
+    for t in ("a", "b"):
+        drawn.append(first.suggest(t)["lr"])
+        run_trial(first, t, [0.5])
+    resumed = PerCellSearcher(cfg, tmp_path / STUDY)
+    later = [resumed.suggest(t)["lr"] for t in ("c", "d")]
+    assert not set(later) & set(drawn)
+    again = PerCellSearcher(cfg, tmp_path / "other-study")  # and a new study repeats the first session exactly
+    assert [again.suggest(t)["lr"] for t in ("a",)] == drawn[:1]
+
+
+def test_a_record_pickled_by_an_earlier_version_is_imported_once(tmp_path):
+    directory = tmp_path / STUDY
+    directory.mkdir()
+    old = optuna.create_study(study_name="rotated-mnist/CNN", direction="minimize")
+    done, running = old.ask(), old.ask()
+    for trial in (done, running):
+        trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        trial.set_user_attr("hparams", {"lr": trial.params["lr"]})
+    old.tell(done, 0.25)
+    (directory / LEGACY_SEARCHER_FILE).write_bytes(pickle.dumps({"studies": {"rotated-mnist/CNN": old},
+                                                                 "live": {}, "pruned": set()}))
+    for _ in range(2):  # opened twice: imported once
+        searcher = PerCellSearcher(config(variants=["CNN"]), directory)
+        trials = searcher.studies["rotated-mnist/CNN"].trials
+        assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL]
+        assert trials[1].user_attrs["lost"] and searcher.started("rotated-mnist/CNN") == 1
+        assert searcher.best_per_cell()["rotated-mnist/CNN"]["val_error"] == 0.25
+
+
+def test_an_unreadable_earlier_record_is_one_clear_error(tmp_path):
+    from study.space import LegacyRecordError
+
+    directory = tmp_path / STUDY
+    directory.mkdir()
+    (directory / LEGACY_SEARCHER_FILE).write_bytes(b"\x80\x04not a pickle this Optuna can read")
+    with pytest.raises(LegacyRecordError, match="written by an earlier Optuna"):
+        PerCellSearcher(config(variants=["CNN"]), directory)
+
+
+def test_a_database_url_holds_the_record_instead(tmp_path):
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    searcher = PerCellSearcher(config(variants=["CNN"], optuna_storage=url), tmp_path / STUDY)
+    searcher.suggest("a")
+    run_trial(searcher, "a", [0.4])
+    assert not (tmp_path / STUDY / JOURNAL_FILE).exists()
+    study = optuna.load_study(study_name=f"{STUDY}/rotated-mnist/CNN", storage=url)
+    assert study.best_value == 0.4
+
+
+def test_a_storage_that_is_not_a_database_url_is_refused():
+    from study.config import ConfigError
+
+    with pytest.raises(ConfigError, match="optuna_storage: must be a database URL"):
+        config(optuna_storage="/tmp/optuna.journal")
+    with pytest.raises(ConfigError, match="optuna_storage: must not hold a password .* set PGPASSWORD"):
+        config(optuna_storage="postgresql://mlflow:secret@db:5432/optuna")
