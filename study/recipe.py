@@ -141,19 +141,25 @@ def curves(root: Path, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    histories = {}
     for path in sorted(root.glob(f"*/{RESULT_FILE}")):
         history = json.loads(path.read_text())["history"]
-        if not history or "val_pose_sd" not in history[0]:
-            continue
-        epochs = [h["epoch"] for h in history]
-        for ax, key, scale in zip(axes, ("val_angle_slope", "val_pose_sd", "val_error"), (1, 1, 100)):
-            ax.plot(epochs, [scale * h.get(key, float("nan")) for h in history], lw=1, label=path.parent.name)
-    for ax, title in zip(axes, ("val angle slope (−1 = undoes rotation)", "val pose SD", "val error %")):
+        if history:  # every run's val error; STN runs also their alignment
+            histories[path.parent.name] = history
+    panels = [("val_angle_slope", 1, "val angle slope (−1 = undoes rotation)"), ("val_pose_sd", 1, "val pose SD"),
+              ("val_error", 100, "val error %")]
+    panels = [p for p in panels if any(h.get(p[0]) is not None for hs in histories.values() for h in hs)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.4 * len(panels), 4.5), squeeze=False)
+    for i, (name, history) in enumerate(histories.items()):
+        epochs, color = [h["epoch"] for h in history], plt.cm.tab20(i % 20)  # one colour per run in every panel
+        for ax, (key, scale, _) in zip(axes[0], panels):
+            if any(h.get(key) is not None for h in history):
+                ax.plot(epochs, [scale * h.get(key, float("nan")) for h in history], lw=1, color=color, label=name)
+    for ax, (_, _, title) in zip(axes[0], panels):  # a panel only for what was measured (no slope for translation)
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=6, loc="upper right")
+    axes[0][-1].legend(fontsize=6, loc="upper right")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

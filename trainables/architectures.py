@@ -3,7 +3,7 @@
 The same spec drives three things: the torch modules (``models``), the shape arithmetic that lets
 the registry reject an impossible variant with a one-line message *before* torch sees a tensor,
 and the parameter counts the tests check against hand arithmetic. Networks follow the authors'
-code (paper-notes §3): the MNIST family here, and the deeper SVHN and PlanktonSet networks of the
+code: the MNIST family here, and the deeper SVHN and PlanktonSet networks of the
 ICPR study (their ``studied_depths`` pick the rows a study draws; every depth whose map the head can
 take stays buildable).
 """
@@ -148,7 +148,7 @@ DEEP_ARCHITECTURES: dict[str, Architecture] = {
         norm_std=1.0,
         padding_mode="border",  # authors' code: border for plankton
         top=_PLANKTON_TOP,
-        studied_depths=(2, 4, 7, 10),  # the depths of the ICPR study (paper-notes §3)
+        studied_depths=(2, 4, 7, 10),  # the depths of the ICPR study (Finnveden et al., the deeper networks)
     ),
 }
 ARCHITECTURES.update(DEEP_ARCHITECTURES)

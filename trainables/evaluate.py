@@ -1,4 +1,4 @@
-"""Validation and end-of-trial evaluation of a model: every metric of design.md in one place.
+"""Validation and end-of-trial evaluation of a model: every metric of a trial in one place.
 
 Validation and test draws are seeded independently of the trial's seed, so every trial of a study
 sees the *same* distorted val and test sets: comparisons between trials are paired, and selecting

@@ -1,4 +1,4 @@
-"""Pose alignment, the angle-plot regression, feature-map misalignment and Eq. 1 (paper-notes §6).
+"""Pose alignment, the angle-plot regression, feature-map misalignment and Eq. 1.
 
 Pose conventions are pinned to the generators of ``distortions`` (the tests feed the oracle θ):
 for an ST output θ the predicted pose p and the applied pose t add up to the final pose z = t + p,
@@ -22,7 +22,7 @@ from trainables import st
 
 
 def applied_pose(kind: str, params: torch.Tensor) -> torch.Tensor:
-    """The generator's transform params as the pose t of paper-notes §6."""
+    """The generator's transform params as the pose t of the pose-alignment measure (Finnveden et al.)."""
     if kind == "scale":
         return 2.0 * torch.log2(params)
     return params

@@ -3,7 +3,7 @@
 One class, ``STNClassifier``, builds every registered variant from the layer specs of
 ``architectures``: the ST sits after the first X classifier blocks (CX), or warps the input while
 the localisation trunk is the classifier's own first X blocks (SLX) or a fresh copy of them (DLX).
-Iterations compose the matrices and resample the original source once (paper-notes §2).
+Iterations compose the matrices and resample the original source once (as in the authors' code).
 """
 
 from __future__ import annotations
