@@ -24,7 +24,8 @@ from study.disk import DiskGuard
 from study.setup import StudySetup
 from study.signals import fit
 from study.schedulers import CellPruningScheduler, SnapshotOnAddScheduler
-from study.space import HPARAM_KEYS, PerCellSearcher, final_key
+from study.space import PerCellSearcher
+from study.trial_schema import HPARAM_KEYS, final_key
 from study.state import StudyState, write_deadline
 from study.tracking import TrialTracker
 from study.trial import train_cell

@@ -47,9 +47,10 @@ class CellPruningScheduler(SnapshotOnAddScheduler):
         self.searcher = searcher
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        if result.get("outcome") or METRIC not in result or result.get("epoch", 0) >= trial.config.get("epochs", 0):
+        if result.get("outcome") or METRIC not in result:
             return TrialScheduler.CONTINUE
-        if self.searcher.should_prune(trial.trial_id, int(result["epoch"]), float(result[METRIC])):
+        last = result.get("epoch", 0) >= trial.config.get("epochs", 0)  # recorded, but never pruned at its end
+        if self.searcher.should_prune(trial.trial_id, int(result["epoch"]), float(result[METRIC]), decide=not last):
             self.searcher.pruned.add(trial.trial_id)
             return TrialScheduler.STOP
         return TrialScheduler.CONTINUE

@@ -16,7 +16,6 @@ stage then runs only what is left.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import pickle
@@ -26,17 +25,17 @@ from pathlib import Path
 import optuna
 from ray.tune.search import Searcher
 
-from study.config import Cell, Range, SearchSpace, StudyConfig
+from study.config import Range, SearchSpace, StudyConfig
 from study.samplers import make_pruner, make_sampler, search_seed
 from study.record import (counted, import_legacy, mark_lost, open_cell_study, open_storage, running_trials,
                           state_counts, study_counts, trial_handle)
 from study.paths import StudyDir
 from study.state import LEGACY_SEARCHER_FILE, read_deadline
+from study.trial_schema import cell_fields, constants, final_key, hparams_hash
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger(__name__)
 METRIC, MODE = "val_error", "min"
-HPARAM_KEYS = ("optimizer", "lr", "loc_lr_mult", "momentum", "weight_decay", "batch_size")
 FINAL_ENDS = ("completed", "diverged")  # a final run that failed (errored) early is tried again by the final stage
 
 
@@ -62,30 +61,6 @@ def sample_hparams(trial: optuna.Trial, space: SearchSpace) -> dict:
         "batch_size": int(trial.suggest_categorical("batch_size", space.batch_size)),
     }
     return hparams
-
-
-def trial_constants(cfg: StudyConfig, stage: str) -> dict:
-    """The study-wide part of every trial's config."""
-    epochs = cfg.final_epochs or cfg.epochs if stage == "final" else cfg.epochs
-    return {"stage": stage, "epochs": epochs, "train_size": cfg.train_size, "test_passes": cfg.test_passes,
-            "device": cfg.device, "data_root": cfg.data_root, "download": cfg.download,
-            "threads": max(1, int(cfg.resources.cpus)), "lr_milestones": list(cfg.lr_milestones),
-            "warmup_epochs": getattr(cfg, "warmup_epochs", 0.0)}  # a config pickled before the field: none
-
-
-def cell_fields(cell: Cell) -> dict:
-    return {"cell": cell.key, "dataset": cell.dataset, "variant": cell.variant, "st_transform": cell.st_transform}
-
-
-def hparams_hash(config: dict) -> str:
-    """A short fingerprint of a configuration's hyper-parameters: a final run names the one it retrains."""
-    values = json.dumps([str(config[k]) for k in HPARAM_KEYS])
-    return hashlib.sha256(values.encode()).hexdigest()[:12]
-
-
-def final_key(config: dict) -> tuple:
-    """What makes two final runs the same: cell, seed and hyper-parameters, as MLflow stores them."""
-    return (config["cell"], str(config["seed"]), tuple(str(config[k]) for k in HPARAM_KEYS))
 
 
 class PerCellSearcher(Searcher):
@@ -176,7 +151,7 @@ class PerCellSearcher(Searcher):
         best = (best_per_cell if best_per_cell is not None else self.best_per_cell()).get(key)
         if best is None:
             return []
-        return [{**trial_constants(self.cfg, "final"), **cell_fields(self.cells[key]), "seed": seed,
+        return [{**constants(self.cfg, "final"), **cell_fields(self.cells[key]), "seed": seed,
                  "selected_from": best["trial_number"], "hparams_hash": hparams_hash(best["hparams"]), **best["hparams"]}
                 for seed in self.cfg.final_seeds]
 
@@ -231,7 +206,7 @@ class PerCellSearcher(Searcher):
         trial.set_user_attr("seed", seed)
         self.live[trial_id] = (key, trial.number)
         self._trials[trial_id] = trial
-        return {**trial_constants(self.cfg, "search"), **cell_fields(cell), "seed": seed,
+        return {**constants(self.cfg, "search"), **cell_fields(cell), "seed": seed,
                 "trial_number": trial.number, **hparams}
 
     def _trial(self, trial_id: str) -> optuna.Trial | None:
@@ -242,13 +217,13 @@ class PerCellSearcher(Searcher):
             self._trials[trial_id] = trial_handle(self.storage, self.studies[key], number)
         return self._trials[trial_id]
 
-    def should_prune(self, trial_id: str, step: int, value: float) -> bool:
-        """Report an intermediate val_error to the trial's own cell study and ask its pruner."""
+    def should_prune(self, trial_id: str, step: int, value: float, decide: bool = True) -> bool:
+        """Record an epoch's val_error in the trial's own cell study and (``decide``) ask its pruner."""
         trial = self._trial(trial_id)
         if trial is None:
             return False
         trial.report(value, step)
-        return trial.should_prune()
+        return decide and trial.should_prune()
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         pass  # intermediate values reach Optuna through the scheduler's should_prune

@@ -22,17 +22,13 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from study.space import HPARAM_KEYS, hparams_hash
+from study.trial_schema import HPARAM_KEYS, hparams_hash, mlflow_params
 
 log = logging.getLogger(__name__)
 EPOCH_METRICS = ("train_loss", "val_error", "val_pose_sd", "val_angle_slope", "images_per_s", "lr", "epoch_seconds",
                  "restored_from_epoch", "trial_seconds")
 SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql")
 PACKAGES = ("torch", "torchvision", "ray", "optuna", "mlflow", "stn-study")
-PARAM_KEYS = ("dataset", "variant", "st_transform", "depth", "sharing", "iterations", "optimizer", "lr",
-              "loc_lr_mult", "momentum", "weight_decay", "batch_size", "epochs", "train_size", "seed",
-              "trial_number", "test_passes")
-
 
 class TrackingError(RuntimeError):
     """The tracking store cannot be used; the message is one line."""
@@ -112,15 +108,6 @@ def find_parent_run(client: MlflowClient, experiment_id: str, study_id: str):
     return runs[0] if runs else None
 
 
-def trial_params(config: dict) -> dict[str, str]:
-    from trainables.registry import parse_variant
-
-    spec = parse_variant(config["variant"])
-    values = {**config, "depth": "none" if spec.depth is None else spec.depth, "sharing": spec.sharing,
-              "iterations": spec.iterations}
-    return {k: str(values[k]) for k in PARAM_KEYS if k in values}
-
-
 SPOOLS: dict = {}  # study id -> the driver's TrackingSpool for it
 
 
@@ -155,7 +142,7 @@ class TrialTracker(tune.Callback):
         if config["stage"] == "final" and "selected_from" in config:
             tags["selected_from_trial"] = str(config["selected_from"])
         name = f"{config['cell']} {config['stage']} #{config.get('trial_number', config.get('seed'))}"
-        self.spool.submit("open", key=trial.trial_id, run_name=name, tags=tags, params=trial_params(config))
+        self.spool.submit("open", key=trial.trial_id, run_name=name, tags=tags, params=mlflow_params(config))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         now = int(time.time() * 1000)

@@ -150,4 +150,4 @@ def test_a_storage_that_is_not_a_database_url_is_refused():
     with pytest.raises(ConfigError, match="optuna_storage: must be a database URL"):
         config(optuna_storage="/tmp/optuna.journal")
     with pytest.raises(ConfigError, match="optuna_storage: must not hold a password .* set PGPASSWORD"):
-        config(optuna_storage="postgresql://mlflow:secret@db:5432/optuna")
+        config(optuna_storage="postgresql://mlflow:pw@db:5432/optuna")
