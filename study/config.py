@@ -18,9 +18,9 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trainables.registry import DATASETS, ST_TRANSFORMS, VariantError, check_variant
+from trainables.registry import ALL_DATASETS, DEEP_DATASETS, ST_TRANSFORMS, VariantError, check_variant
 
-PRESETS = ("smoke", "cpu-demo", "paper")
+PRESETS = ("smoke", "cpu-demo", "paper", "icpr")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ARTIFACTS = PROJECT_ROOT / "mlflow_artifacts"
 FINAL_SEED_LIMIT = 2**20  # final seeds lie below it; search trials' seeds at or above it (study.samplers)
@@ -185,7 +185,13 @@ class StudyConfig(Strict):
     @field_validator("datasets")
     @classmethod
     def _datasets(cls, value: list[str]):
-        return _known(value, DATASETS, "dataset")
+        return _known(value, ALL_DATASETS, "dataset")
+
+    @field_validator("data_root")
+    @classmethod
+    def _data_root(cls, value: str | None):
+        # resolved on the driver: every worker reads the driver's (shared) path, not its own home
+        return str(Path(value).expanduser()) if value else None
 
     @field_validator("st_transforms")
     @classmethod
@@ -209,8 +215,9 @@ class StudyConfig(Strict):
                     raise ValueError(f"variants: {err}") from None
         for cell in self.extra_cells:
             dataset, _, variant = cell.partition("/")
-            if dataset not in DATASETS or not variant:
-                raise ValueError(f"extra_cells: {cell!r} must be <dataset>/<variant> with dataset one of {', '.join(DATASETS)}")
+            if dataset not in ALL_DATASETS or not variant:
+                raise ValueError(f"extra_cells: {cell!r} must be <dataset>/<variant> with dataset one of "
+                                 f"{', '.join(ALL_DATASETS)}")
             try:
                 check_variant(dataset, variant, "affine")
             except VariantError as err:
@@ -220,6 +227,15 @@ class StudyConfig(Strict):
         stray = [k for k in self.overrides if k not in keys]
         if stray:
             raise ValueError(f"overrides: {stray[0]!r} names no cell of this study: allowed {', '.join(sorted(keys))}")
+        return self
+
+    @model_validator(mode="after")
+    def _deep_data_has_a_root(self):
+        deep = [d for d in self.datasets + [c.partition("/")[0] for c in self.extra_cells] if d in DEEP_DATASETS]
+        if deep and self.data_root is None:  # they have no embedded subset: fail before anything starts
+            mnist = ", ".join(d for d in ALL_DATASETS if d not in DEEP_DATASETS)
+            raise ValueError(f"data_root: {deep[0]} has no embedded subset: allowed a folder holding {deep[0]}/ "
+                             f"(only {mnist} run without one)")
         return self
 
     def cells(self) -> list["Cell"]:

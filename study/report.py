@@ -19,8 +19,11 @@ from mlflow.tracking import MlflowClient
 
 from study.report_data import (ReportError, Study, datasets_in, figure_data, learning_curves, load_study,
                                out_dir_for, reported_runs, row_order)
-from study.report_figures import alignment_curves_figure, fig2_aligned_examples, fig3_angle_plots, learning_curves_figure
+from study.report_depth import depth_grid, depth_tables, reference_cnn
+from study.report_figures import (alignment_curves_figure, error_vs_depth_figure, fig2_aligned_examples,
+                                  fig3_angle_plots, learning_curves_figure)
 from study.report_tables import Table, accuracy_table, alignment_table, eq1_table, random_reference
+from trainables.registry import DEEP_DATASETS
 
 DEFAULT_PAIR = ("STN-SL1", "STN-C1")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -108,6 +111,9 @@ def build_figures(client: MlflowClient, study: Study, out: Path, gaps: list[str]
         written.append(fig2_aligned_examples(out / f"fig2_aligned_{stem}.png", dataset, panels))
         written.append(alignment_curves_figure(out / f"alignment_vs_epoch_{stem}.png", dataset,
                                                alignment_curves(client, study.runs, dataset)))
+        if dataset in DEEP_DATASETS:
+            written.append(error_vs_depth_figure(out / f"error_vs_depth_{stem}.png", dataset,
+                                                 depth_grid(study.runs, dataset), reference_cnn(study.runs, dataset)[0]))
     curves = learning_curves(client, study.runs[study.runs["outcome"].isin(["completed", "pruned"])])
     written.append(learning_curves_figure(out / "learning_curves.png", curves))
     return [p for p in written if p is not None]
@@ -122,7 +128,8 @@ def build_report(tracking_uri: str, wanted: str | None = None, out: str | None =
     directory = out_dir_for(study.study_id, out)
     directory.mkdir(parents=True, exist_ok=True)
     reference = random_reference(tuple(datasets_in(study.runs)))
-    tables = [accuracy_table(study.runs, pair), alignment_table(study.runs, pair), eq1_table(study.runs, reference)]
+    tables = [accuracy_table(study.runs, pair), alignment_table(study.runs, pair), eq1_table(study.runs, reference),
+              *depth_tables(study.runs)]
     markdown = [f"## Study {study.study_id} ({study.name})\n"]
     for table in tables:
         (directory / f"{table.name}.md").write_text(to_markdown(table))

@@ -10,10 +10,12 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from trainables.registry import CORE_VARIANTS, POSE_KIND
+from trainables.registry import CORE_VARIANTS, DEEP_DATASETS, POSE_KIND
 
-DATASET_ORDER = ("rotated-mnist", "translated-mnist", "scaled-mnist")
-COLUMN = {"rotated-mnist": "rotation", "translated-mnist": "translation", "scaled-mnist": "scale"}
+# The MNIST family's columns are named by its distortion; the deep datasets by themselves
+DATASET_ORDER = ("rotated-mnist", "translated-mnist", "scaled-mnist", *DEEP_DATASETS)
+COLUMN = {"rotated-mnist": "rotation", "translated-mnist": "translation", "scaled-mnist": "scale",
+          **{d: d for d in DEEP_DATASETS}}
 
 
 class ReportError(ValueError):
@@ -102,9 +104,10 @@ def resolve_row(labels, name: str) -> str:
     return matches[0] if len(matches) == 1 else name
 
 
-def datasets_in(runs: pd.DataFrame) -> list[str]:
+def datasets_in(runs: pd.DataFrame, posed: bool = False) -> list[str]:
+    """The study's datasets in table order; ``posed``: only those with an applied transform (pose metrics)."""
     present = set(runs["param.dataset"]) if not runs.empty else set()
-    return [d for d in DATASET_ORDER if d in present]
+    return [d for d in DATASET_ORDER if d in present and (not posed or d in POSE_KIND)]
 
 
 def _val_best(search: pd.DataFrame) -> pd.DataFrame:

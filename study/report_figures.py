@@ -109,3 +109,31 @@ def alignment_curves_figure(path: Path, dataset: str, curves: dict[str, pd.DataF
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def error_vs_depth_figure(path: Path, dataset: str, grid: pd.DataFrame, cnn: list[float] | None = None) -> Path | None:
+    """Test error against ST depth, one line per sharing mode (C, SL, DL, iterated), error bars = std over seeds.
+
+    The ICPR question in one picture: does the error of each sharing mode rise or fall as the ST moves deeper.
+    """
+    grid = grid.dropna(subset=["mean"]) if not grid.empty else grid
+    if grid.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(5.6, 3.8), dpi=DPI)
+    for row, frame in grid.groupby("row", sort=False):
+        frame = frame.sort_values("depth")
+        n = ", ".join(str(v) for v in sorted(set(frame["n"])))
+        ax.errorbar(frame["depth"], frame["mean"], yerr=frame["sd"].fillna(0.0), marker="o", capsize=3, lw=1.5,
+                    ls="--" if frame["iterations"].iloc[0] > 1 else "-", label=f"{row} (n={n})")
+    if cnn:
+        ax.axhline(float(np.mean(cnn)), color="gray", ls=":", lw=1.2, label=f"CNN (n={len(cnn)})")
+    ax.set_xticks(sorted(grid["depth"].unique()))
+    ax.set_xlabel("ST depth X (classifier blocks before the ST)")
+    ax.set_ylabel("test error (%)")
+    ax.set_title(f"{dataset}: error vs depth per sharing mode", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

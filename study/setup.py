@@ -19,12 +19,12 @@ from study.config import StudyConfig
 from study.disk import DiskGuard, check_free_space
 from study.signals import STOP
 from study.launch import resolve_tracking_uri
+from study.prepare import prepare, provenance
 from study.paths import StudyDir, artifacts_root, is_remote, new_study_id, storage_root
 from study.spool import TrackingSpool
 from study.state import StudyState, study_dir
 from study.tracking import (SPOOLS, artifact_root_for, check_tracking_uri, ensure_experiment, provenance_tags,
                             start_parent_run)
-from trainables.data import load_mnist
 
 
 def local_cpus() -> int:
@@ -104,8 +104,7 @@ class StudySetup:
     def start(self) -> StudyState:
         self.check_local_resources()
         check_free_space(self.watched_paths(), self.cfg.min_free_gb)
-        splits = load_mnist(self.cfg.data_root, self.cfg.download)  # fails early on missing data
-        self.say(splits.describe())
+        data_source, data_digest = self.prepare_data()  # fails early on missing data, before anything is written
         if self.cfg.description:
             self.say(f"{self.cfg.name}: {self.cfg.description}")
         study_id = new_study_id(self.cfg.name)
@@ -126,7 +125,7 @@ class StudySetup:
                 self.connect(make_client=False)  # one thread creates the store: no two schema upgrades race
                 self.client, experiment_id = store.result()
         device = "cuda" if (self.cfg.resources.gpus > 0 and self.cfg.device != "cpu") else "cpu"
-        tags = provenance_tags(self.cfg.hash(), splits.source, splits.digest, device)
+        tags = provenance_tags(self.cfg.hash(), data_source, data_digest, device)
         parent = start_parent_run(self.client, experiment_id, study_id, self.cfg.to_yaml(), tags, self.cfg.description)
         self.state = StudyState(study_id, self.cfg.name, self.cfg.to_yaml(), self.tracking_uri, experiment_id, parent)
         self.save_state()
@@ -134,10 +133,18 @@ class StudySetup:
         self.say(f"study {study_id}: {len(self.cfg.cells())} cells, tracking {self.tracking_uri}, storage {self.storage}")
         return self.state
 
+    def prepare_data(self) -> tuple[str, str]:
+        """Every dataset of the study, downloaded (if asked) once, here, under a lock: trials only read."""
+        splits = prepare([c.dataset for c in self.cfg.cells()], self.cfg.data_root, self.cfg.download, self.say)
+        for each in splits:
+            self.say(each.describe())
+        return provenance(splits)
+
     def attach(self, state: StudyState) -> None:
         """Resume: reuse the study's parent run and directory."""
         self.state = state
         check_free_space(self.watched_paths(), self.cfg.min_free_gb)
+        self.prepare_data()  # a fresh cluster: its trials read what the driver prepares
         self.connect()
         self.open_spool()  # first replays whatever an earlier driver could not send
         self._flush_tracking(wait=True)  # ... before the parent run is marked RUNNING again

@@ -17,26 +17,31 @@ from pathlib import Path
 import torch
 from ray import tune
 
+from study.prepare import source_root
+from study.trial_schema import hparams
 from trainables.data import data_source, load_data
 from trainables.figures import write_trial_figures
 from trainables.loop import TrainConfig, train
 
 STATE_FILE, MODEL_FILE, SPEC_FILE = "state.pt", "model.pt", "model_spec.json"
-HPARAMS = ("optimizer", "lr", "loc_lr_mult", "momentum", "weight_decay", "batch_size")
 
 
 @functools.lru_cache(maxsize=4)
-def _splits(source: str, data_root: str | None, download: bool):
-    """Loaded once per worker process and source (the MNIST family shares one): actor reuse keeps it across trials."""
-    return load_data(source, data_root, download)
+def _splits(source: str, data_root: str | None):
+    """Loaded once per worker process and source (the MNIST family shares one): actor reuse keeps it across trials.
+
+    Read only, never downloaded: the driver prepared the data before any trial (``study.prepare``).
+    """
+    return load_data(source, data_root, download=False)
 
 
 def train_config(config: dict) -> TrainConfig:
     return TrainConfig(
         dataset=config["dataset"], variant=config["variant"], st_transform=config.get("st_transform", "affine"),
         epochs=int(config["epochs"]), train_size=config.get("train_size"), seed=int(config.get("seed", 0)),
-        device=config.get("device", "auto"), data_root=config.get("data_root"), download=bool(config.get("download")),
-        test_passes=int(config.get("test_passes", 10)), **{k: config[k] for k in HPARAMS if k in config},
+        device=config.get("device", "auto"), download=False,  # the driver prepared the data: trials only read
+        data_root=source_root(config.get("data_root"), data_source(config["dataset"])),
+        test_passes=int(config.get("test_passes", 10)), **hparams(config),
         lr_milestones=tuple(config.get("lr_milestones", (1 / 3, 2 / 3))),
         warmup_epochs=float(config.get("warmup_epochs", 0.0)),
     )
@@ -76,7 +81,7 @@ def train_cell(config: dict) -> None:
             tune.report({**record, "restored_from_epoch": restored_from,
                          "trial_seconds": time.perf_counter() - started}, checkpoint=tune.Checkpoint.from_directory(directory))
 
-    splits = _splits(data_source(cfg.dataset), cfg.data_root, cfg.download)
+    splits = _splits(data_source(cfg.dataset), cfg.data_root)
     result = train(cfg, on_epoch=on_epoch, splits=splits, resume=resume)
     if result.status == "diverged":
         # val_error = 1.0 (the worst error): Tune requires its metric in every result; the searcher is told FAIL

@@ -28,6 +28,24 @@ def test_paper_preset_covers_three_distortions_and_deeper_rows():
     assert {"rotated-mnist/STN-SL1", "translated-mnist/STN-C1", "scaled-mnist/STN-SL2"} <= cells
 
 
+def test_icpr_preset_sweeps_depth_sharing_and_iterations_per_deep_dataset():
+    cfg = load("icpr")
+    cells = {c.key for c in cfg.cells()}
+    for dataset, depths in (("svhn", (2, 4, 6, 8)), ("plankton", (2, 4, 7, 10))):
+        assert {f"{dataset}/CNN", f"{dataset}/STN-C0", f"{dataset}/STN-SL2x2", f"{dataset}/STN-DL2x2"} <= cells
+        assert {f"{dataset}/STN-{code}{d}" for code in ("C", "SL", "DL") for d in depths} <= cells
+    assert not any(c.dataset not in ("svhn", "plankton") for c in cfg.cells())
+    assert cfg.data_root and cfg.download and cfg.resources.gpus > 0
+    assert 0 < cfg.n_startup_trials < cfg.trials_per_cell  # random start, then TPE (stated in the preset)
+
+
+def test_data_root_is_resolved_on_the_driver():
+    from pathlib import Path
+
+    cfg = load("smoke", overrides={"datasets": ["plankton"], "variants": ["CNN"], "data_root": "~/data/x"})
+    assert cfg.data_root == str(Path.home() / "data" / "x")  # workers read the driver's path, not their own home
+
+
 def test_presets_choose_their_sampler_deliberately():
     smoke, paper = load("smoke"), load("paper")
     assert smoke.sampler == "tpe" and smoke.n_startup_trials >= smoke.trials_per_cell  # random search, stated
@@ -53,7 +71,14 @@ def test_overrides_give_a_cell_its_own_space():
     ({"trials_per_cell": 0}, "trials_per_cell: Input should be greater than or equal to 1"),
     ({"variants": ["STN-C2"]}, "variants: variant 'STN-C2' is not possible on rotated-mnist"),
     ({"variants": []}, "variants: List should have at least 1 item"),
-    ({"datasets": ["svhn"]}, "datasets: unknown dataset 'svhn': allowed rotated-mnist"),
+    ({"datasets": ["cifar"]}, "datasets: unknown dataset 'cifar': allowed rotated-mnist, translated-mnist, "
+                              "scaled-mnist, svhn, plankton"),
+    ({"datasets": ["svhn"]}, "data_root: svhn has no embedded subset: allowed a folder holding svhn/"),
+    ({"extra_cells": ["plankton/STN-SL7"]}, "data_root: plankton has no embedded subset"),
+    ({"datasets": ["plankton"], "data_root": "/d", "variants": ["STN-SL11"]},
+     "variants: variant 'STN-SL11' is not possible on plankton: depth 11 is beyond the classifier's 10 blocks; "
+     "allowed depths for STN-SL<X>: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10"),
+    ({"data_root": "/d", "extra_cells": ["svhn/STN-DL9"]}, "extra_cells: variant 'STN-DL9' is not possible on svhn"),
     ({"bogus": 1}, "bogus: unknown key"),
     ({"search": {"lr": {"low": 0, "high": 1, "log": True}}}, "search.lr: a log range needs low > 0"),
     ({"search": {"lr": {"low": 0.1, "high": 0.01}}}, "search.lr: low (0.1) must be <= high (0.01)"),

@@ -13,6 +13,15 @@ from study.report_data import ReportError, load_study
 STUDY = "known-20260101-000000-abcd"
 
 
+def new_store(root, name):
+    """An empty MLflow store under root with one experiment and the study's parent run: (uri, client, exp, parent)."""
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment(name, artifact_location=(root / "artifacts").as_uri())
+    parent = client.create_run(exp, tags={"study_id": STUDY, "stage": "study"}).info.run_id
+    return uri, client, exp, parent
+
+
 def add_run(client, exp, parent, cell, stage, seed, outcome="completed", trial=0, status="FINISHED", npz=None, **metrics):
     dataset, variant = cell.split("/")
     run = client.create_run(exp, tags={"mlflow.parentRunId": parent, "study_id": STUDY, "cell": cell, "stage": stage,
@@ -48,10 +57,7 @@ def npz_data(kind):
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("store")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    client = MlflowClient(uri)
-    exp = client.create_experiment("known", artifact_location=(root / "artifacts").as_uri())
-    parent = client.create_run(exp, tags={"study_id": STUDY, "stage": "study"}).info.run_id
+    uri, client, exp, parent = new_store(root, "known")
     d = root / "npz"
     d.mkdir()
     for seed, err in enumerate([0.05, 0.06, 0.07]):
@@ -236,10 +242,7 @@ def test_rows_keep_the_paper_order_and_a_compared_variant_finds_its_parameterise
 
 def test_only_the_current_bests_finals_are_reported_and_superseded_ones_are_listed(tmp_path):
     """An extension found a better configuration: its finals stand for the cell; the old best's are listed."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(uri)
-    exp = client.create_experiment("extended", artifact_location=(tmp_path / "artifacts").as_uri())
-    parent = client.create_run(exp, tags={"study_id": STUDY, "stage": "study"}).info.run_id
+    uri, client, exp, parent = new_store(tmp_path, "extended")
     old, new = "aaaaaaaaaaaa", "bbbbbbbbbbbb"
     for trial, (val, digest) in enumerate([(0.20, old), (0.10, new)]):
         rid = add_run(client, exp, parent, "rotated-mnist/CNN", "search", trial, trial=trial, val_error=val,
