@@ -211,7 +211,7 @@ def study_overhead(epochs: int, train_size: int, trials_per_cell: int, final_see
 
     from study.config import load
     from study.launch import run
-    from study.report_data import load_study
+    from study.report.data import load_study
 
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"

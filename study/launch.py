@@ -145,7 +145,7 @@ def lock_dir(directory: StudyDir) -> Path:
 
 
 def resolve_tracking_uri(cfg: StudyConfig) -> str:
-    from study.tracking import default_tracking_uri
+    from study.tracking.store import default_tracking_uri
 
     return cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(artifacts_root())
 
@@ -155,12 +155,13 @@ def run(cfg: StudyConfig, quiet: bool = False, max_hours: float | None = None, c
     """Run the study end to end and return its study id. Raises ConfigError / DataError / TrackingError."""
     from study.lock import driver_lock
     from study.runner import StudyRunner
+    from study.setup import StudySetup
 
-    runner = StudyRunner(cfg, quiet=quiet, max_hours=max_hours, cluster_address=address, use_cluster=cluster)
+    setup = StudySetup(cfg, quiet=quiet, max_hours=max_hours, cluster_address=address, use_cluster=cluster)
     with graceful_stop():  # SIGTERM / SIGHUP: like Ctrl-C
-        state = runner.start()
-        with driver_lock(lock_dir(runner.directory), state.study_id):
-            return runner.execute()
+        state = setup.start()
+        with driver_lock(lock_dir(setup.directory), state.study_id):
+            return StudyRunner(setup).execute()
 
 
 def resume(wanted: str | None, changes: dict | None = None, storage_path: str | None = None, quiet: bool = False,
@@ -174,18 +175,19 @@ def resume(wanted: str | None, changes: dict | None = None, storage_path: str | 
     """
     from study.lock import driver_lock
     from study.runner import StudyRunner
+    from study.setup import StudySetup
     from study.state import find_state, study_dir
 
     root = storage_root(storage_path)
     state = find_state(root, wanted or None)
     where = {"storage_path": storage_path} if storage_path else {}  # the study lives where it was found
     cfg = resumed_config(state, {**where, **(changes or {})}, names)
-    runner = StudyRunner(cfg, quiet=quiet, max_hours=max_hours, cluster_address=address, use_cluster=cluster)
+    setup = StudySetup(cfg, quiet=quiet, max_hours=max_hours, cluster_address=address, use_cluster=cluster)
     with graceful_stop(), driver_lock(lock_dir(study_dir(root, state.study_id)), state.study_id):
-        runner.attach(state)  # every check passed: now the extension is a fact of the study
-        state.config_yaml, state.tracking_uri = cfg.to_yaml(), runner.tracking_uri
-        runner.save_state()
-        return runner.execute()
+        setup.attach(state)  # every check passed: now the extension is a fact of the study
+        state.config_yaml, state.tracking_uri = cfg.to_yaml(), setup.tracking_uri
+        setup.save_state()
+        return StudyRunner(setup).execute()
 
 
 def list_studies(storage_path: str | None) -> str:
@@ -193,7 +195,7 @@ def list_studies(storage_path: str | None) -> str:
     import pandas as pd
     import yaml
 
-    from study.record import open_storage, study_counts
+    from study.search.record import open_storage, study_counts
     from study.state import all_states, study_dir
 
     rows = []
@@ -218,7 +220,7 @@ def main(argv=None) -> int:
     from study.cluster import ClusterError
     from study.lock import StudyLocked
     from study.state import StudyNotFound, find_state
-    from study.tracking import TrackingError
+    from study.tracking.store import TrackingError
 
     if args.list:
         print(list_studies(args.storage_path))

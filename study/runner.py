@@ -23,11 +23,11 @@ from study.progress import Progress
 from study.disk import DiskGuard
 from study.setup import StudySetup
 from study.signals import fit
-from study.schedulers import CellPruningScheduler, SnapshotOnAddScheduler
-from study.space import PerCellSearcher
+from study.search.schedulers import CellPruningScheduler, SnapshotOnAddScheduler
+from study.search.searcher import PerCellSearcher
 from study.trial_schema import HPARAM_KEYS, final_key
 from study.state import StudyState, write_deadline
-from study.tracking import TrialTracker
+from study.tracking.trial_runs import TrialTracker
 from study.trial import train_cell
 
 log = logging.getLogger(__name__)
@@ -40,34 +40,39 @@ class StudyInterrupted(KeyboardInterrupt):
     """Ctrl-C: running trials were checkpointed and their runs marked KILLED; the study is resumable."""
 
 
-class StudyRunner(StudySetup):
-    """The search stage, the final stage and the whole study, on top of ``StudySetup``."""
+class StudyRunner:
+    """The search stage, the final stage and the whole study of a set-up that has started or attached one."""
+
+    def __init__(self, setup: StudySetup):
+        if setup.state is None:
+            raise RuntimeError("StudyRunner needs a started or attached StudySetup")
+        self.setup, self.cfg, self.state = setup, setup.cfg, setup.state
 
     # ------------------------------------------------------------------ Tune plumbing
     def _trainable(self):
         return tune.with_resources(train_cell, {"cpu": self.cfg.resources.cpus, "gpu": self.cfg.resources.gpus})
 
     def _run_config(self, name: str, callbacks: list) -> tune.RunConfig:
-        return tune.RunConfig(name=name, storage_path=self.directory.uri, callbacks=callbacks, verbose=0,
+        return tune.RunConfig(name=name, storage_path=self.setup.directory.uri, callbacks=callbacks, verbose=0,
                               checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                               failure_config=tune.FailureConfig(max_failures=2))
 
     def _tracker(self, searcher=None) -> TrialTracker:
-        return TrialTracker(self.spool, self.state.parent_run_id, self.state.study_id, searcher)
+        return TrialTracker(self.setup.spool, self.state.parent_run_id, self.state.study_id, searcher)
 
     def _restorable(self, name: str) -> bool:
         """An unfinished Tune run can be continued only if its saved state holds trials."""
-        states = [f for f in self.directory.listdir(name) if f.startswith("experiment_state-") and f.endswith(".json")]
+        states = [f for f in self.setup.directory.listdir(name) if f.startswith("experiment_state-") and f.endswith(".json")]
         if not states:
             return False
         try:
-            return bool(json.loads(self.directory.read_text(f"{name}/{max(states)}")).get("trial_data"))
+            return bool(json.loads(self.setup.directory.read_text(f"{name}/{max(states)}")).get("trial_data"))
         except (OSError, ValueError):
             return False
 
     def _restore(self, name: str):
-        path = f"{self.directory.uri}/{name}"
-        self.say(f"continuing Tune run {name} from {path}")
+        path = f"{self.setup.directory.uri}/{name}"
+        self.setup.say(f"continuing Tune run {name} from {path}")
         return tune.Tuner.restore(path, trainable=self._trainable(), resume_unfinished=True,
                                   resume_errored=True, restart_errored=False)
 
@@ -77,21 +82,21 @@ class StudyRunner(StudySetup):
         if runs and not complete[-1]:
             if self._restorable(runs[-1]):
                 results = fit(self._restore(runs[-1]))  # Tune restores the searcher's run bookkeeping
-                self._mark_search_done(results, PerCellSearcher(self.cfg, self.directory))
+                self._mark_search_done(results, PerCellSearcher(self.cfg, self.setup.directory))
             else:  # killed before Tune saved any trial: nothing to continue, start a new run
                 complete[-1] = True
-                self.save_state()
-        searcher = PerCellSearcher(self.cfg, self.directory)
+                self.setup.save_state()
+        searcher = PerCellSearcher(self.cfg, self.setup.directory)
         searcher.start_new_run()  # trials of an earlier run that never ended are lost, not counted
         if searcher.remaining() and not searcher.budget_exhausted():
             searcher.finals_done |= self._finals_in_mlflow()  # a later search run must not repeat them early
             name = f"search-{len(runs) + 1}"
             runs.append(name)
             complete.append(False)
-            self.save_state()
-            callbacks = [self._tracker(searcher), self.guard]
+            self.setup.save_state()
+            callbacks = [self._tracker(searcher), self.setup.guard]
             samples = searcher.remaining() + searcher.finals_bound()  # an upper bound: the searcher ends the run
-            if not self.quiet:
+            if not self.setup.quiet:
                 stage = "search + final" if searcher.finals_bound() else "search"
                 callbacks.append(Progress(stage, list(searcher.cells), samples, self.cfg.epochs))
             tuner = tune.Tuner(
@@ -101,14 +106,14 @@ class StudyRunner(StudySetup):
                                             max_concurrent_trials=self.cfg.max_concurrent_trials, reuse_actors=True),
                 run_config=self._run_config(name, callbacks))
             self._mark_search_done(fit(tuner), searcher)
-        return PerCellSearcher(self.cfg, self.directory)
+        return PerCellSearcher(self.cfg, self.setup.directory)
 
     def _mark_search_done(self, results, searcher: PerCellSearcher) -> None:
         """A search run is done when Tune ended every trial and Optuna holds no trial still running."""
         if results.num_terminated + results.num_errors < len(results) or searcher.in_flight():
             raise StudyInterrupted()  # Tune was interrupted: the trials in flight resume with the run
         self.state.search_complete[-1] = True
-        self.save_state()
+        self.setup.save_state()
 
     # ------------------------------------------------------------------ the final stage
     def final_configs(self, searcher: PerCellSearcher, warn: bool = True) -> list[dict]:
@@ -116,7 +121,7 @@ class StudyRunner(StudySetup):
         for key in searcher.cells:
             cell_configs = searcher.final_configs(key, best)
             if not cell_configs and self.cfg.final_seeds and warn:
-                self.say(f"warning: {key} has no completed search trial (all diverged, failed or pruned): no final runs")
+                self.setup.say(f"warning: {key} has no completed search trial (all diverged, failed or pruned): no final runs")
             configs += cell_configs
         return configs
 
@@ -127,8 +132,8 @@ class StudyRunner(StudySetup):
         """Final runs MLflow holds as completed; looked up only once a final stage has run."""
         if not self.state.final_runs and not (self.cfg.overlap_final and self.state.search_runs):
             return set()  # no final run can have started yet: nothing to look up (and no need for the server)
-        self._flush_tracking(wait=True)  # what MLflow holds must be up to date; raises if it stays down
-        runs = self.client.search_runs([self.state.experiment_id], f"tags.study_id = '{self.state.study_id}' and "
+        self.setup._flush_tracking(wait=True)  # what MLflow holds must be up to date; raises if it stays down
+        runs = self.setup.client.search_runs([self.state.experiment_id], f"tags.study_id = '{self.state.study_id}' and "
                                        f"tags.stage = 'final' and tags.outcome = 'completed'", max_results=5000)
         return {final_key({"cell": r.data.tags["cell"], "seed": r.data.tags["seed"],
                            **{k: r.data.params.get(k) for k in HPARAM_KEYS}}) for r in runs}
@@ -145,16 +150,16 @@ class StudyRunner(StudySetup):
                 self._check_final(fit(self._restore(runs[-1])))
             else:
                 complete[-1] = True
-                self.save_state()
+                self.setup.save_state()
         todo = self._final_todo(searcher, warn=True)
         if not todo:
             return
         name = f"final-{len(runs) + 1}"
         runs.append(name)
         complete.append(False)
-        self.save_state()
-        callbacks = [self._tracker(), self.guard]
-        if not self.quiet:
+        self.setup.save_state()
+        callbacks = [self._tracker(), self.setup.guard]
+        if not self.setup.quiet:
             cells = list(dict.fromkeys(c["cell"] for c in todo))
             callbacks.append(Progress("final", cells, len(todo), todo[0]["epochs"]))
         tuner = tune.Tuner(self._trainable(), param_space={"spec": tune.grid_search(todo)},
@@ -167,20 +172,20 @@ class StudyRunner(StudySetup):
         if results.num_terminated + results.num_errors < len(results):
             raise StudyInterrupted()
         self.state.final_complete[-1] = True
-        self.save_state()
+        self.setup.save_state()
 
     # ------------------------------------------------------------------ whole study
     def execute(self) -> str:
         started = time.monotonic()
-        write_deadline(self.directory, self.max_hours)
+        write_deadline(self.setup.directory, self.setup.max_hours)
         status, state_status, ran_through = "FAILED", "failed", False
         try:
             searcher = self.search()
             self._raise_if_disk_short()
             if searcher.budget_exhausted() and (searcher.remaining() or self._final_todo(searcher)):
                 status, state_status = "FINISHED", "budget-exhausted"
-                budget = f"of {self.max_hours:g} h " if self.max_hours is not None else ""  # a deadline file set by hand
-                self.say(f"time budget {budget}reached: no new trial (search or final) was started; "
+                budget = f"of {self.setup.max_hours:g} h " if self.setup.max_hours is not None else ""  # a deadline file set by hand
+                self.setup.say(f"time budget {budget}reached: no new trial (search or final) was started; "
                          f"continue with --resume {self.state.study_id}")
             else:
                 self.final(searcher)
@@ -190,21 +195,21 @@ class StudyRunner(StudySetup):
             ran_through = True
         except KeyboardInterrupt:
             status, state_status = "KILLED", "interrupted"
-            if self.guard.tripped is not None:
-                raise self.guard.error(self.state.study_id) from None
+            if self.setup.guard.tripped is not None:
+                raise self.setup.guard.error(self.state.study_id) from None
             print(f"study {self.state.study_id} interrupted: running trials were checkpointed; "
                   f"resume with: python -m study.launch --resume {self.state.study_id}", file=sys.stderr, flush=True)
             raise StudyInterrupted() from None
         finally:
             self.state.status = state_status
-            self.save_state()
-            self.spool.submit("end", run_id=self.state.parent_run_id, status=status,
+            self.setup.save_state()
+            self.setup.spool.submit("end", run_id=self.state.parent_run_id, status=status,
                               tags={"study_status": state_status})
-            self._flush_tracking(wait=ran_through)
-        if not self.quiet:
-            from study.report import build_report
+            self.setup._flush_tracking(wait=ran_through)
+        if not self.setup.quiet:
+            from study.report.build import build_report
 
-            build_report(self.tracking_uri, self.state.study_id)
+            build_report(self.setup.tracking_uri, self.state.study_id)
         return self.state.study_id
 
     def _raise_if_disk_short(self) -> None:
@@ -218,7 +223,7 @@ class StudyRunner(StudySetup):
         metrics = {"search_trials_completed": totals["complete"], "search_trials_pruned": totals["pruned"],
                    "search_trials_failed": totals["fail"], "wall_s": seconds}
         now, step = int(time.time() * 1000), len(self.state.search_runs)
-        self.spool.submit("metrics", run_id=self.state.parent_run_id,
+        self.setup.spool.submit("metrics", run_id=self.state.parent_run_id,
                           metrics=[[k, float(v), now, step] for k, v in metrics.items()])
 
 

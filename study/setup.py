@@ -1,7 +1,7 @@
 """Set-up of a study run, all before any trial: checks, Ray, the MLflow parent run, the spool.
 
-``StudySetup`` holds what a launch and a resume share; ``study.runner.StudyRunner`` adds the
-stages. Every check that can refuse a study runs before anything is started or written.
+``StudySetup`` holds what a launch and a resume share; ``study.runner.StudyRunner`` runs the
+stages on a set-up that has started or attached a study. Every check that can refuse a study runs before anything is started or written.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from study.signals import STOP
 from study.launch import resolve_tracking_uri
 from study.prepare import prepare, provenance
 from study.paths import StudyDir, artifacts_root, is_remote, new_study_id, storage_root
-from study.spool import TrackingSpool
+from study.tracking.spool import TrackingSpool
 from study.state import StudyState, study_dir
-from study.tracking import (SPOOLS, artifact_root_for, check_tracking_uri, ensure_experiment, provenance_tags,
-                            start_parent_run)
+from study.tracking.store import artifact_root_for, check_tracking_uri, ensure_experiment, provenance_tags, start_parent_run
+from study.tracking.trial_runs import SPOOLS
 
 
 def local_cpus() -> int:

@@ -2,7 +2,7 @@
 
 ``<storage>/<study_id>/study.json`` holds the resolved config, the MLflow parent run and the state
 of each stage; ``optuna.journal`` the per-cell Optuna studies, the record of every search trial
-(``study.record``; or a database, ``optuna_storage``); ``search-<n>`` and ``final-<n>`` are Tune
+(``study.search.record``; or a database, ``optuna_storage``); ``search-<n>`` and ``final-<n>`` are Tune
 experiment directories (``Tuner.restore`` continues an unfinished one).
 """
 

@@ -7,7 +7,8 @@ directory holds nothing new afterwards (no store, no storage, no study).
 import pytest
 import torch
 
-from study import launch, report
+from study import launch
+from study.report import build as report
 
 CORRUPT = "corrupt"
 

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from study.cluster import ClusterError, check_cluster_settings, probe_storage
 from study.config import ConfigError
-from study.report_data import load_study
+from study.report.data import load_study
 
 ROOT = Path(__file__).resolve().parents[1]
 

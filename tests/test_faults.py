@@ -16,7 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import MlflowServer, epochs_logged
-from study.report_data import load_study
+from study.report.data import load_study
 
 STUDY = ["--variants", "CNN", "--train-size", "256", "--set", "test_passes=1", "--set", "grace_period=20",
          "--final-seeds", "0", "--quiet"]

@@ -4,8 +4,8 @@ from mlflow.tracking import MlflowClient
 
 from study.config import load
 from study.launch import run
-from study.report import build_report
-from study.report_data import load_study
+from study.report.build import build_report
+from study.report.data import load_study
 from test_plankton import write_tree
 
 

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from study.config import load
 from study.launch import run
-from study.report_data import load_study
+from study.report.data import load_study
 from study.state import StudyState
 
 EPOCHS, TRIALS, SEEDS = 3, 4, [0, 1]
@@ -128,7 +128,7 @@ def test_parent_run_holds_config_and_provenance(study):
 
 
 def test_a_diverging_cell_fails_its_runs_with_the_reason_and_the_study_goes_on(ray_local, tmp_path):
-    from study.report import build_report
+    from study.report.build import build_report
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = load("smoke", overrides={

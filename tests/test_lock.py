@@ -17,6 +17,7 @@ from conftest import saved_study
 from study import launch
 from study.lock import HOLDER_FILE, driver_lock, holder
 from study.runner import StudyRunner
+from study.setup import StudySetup
 from study.state import study_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,12 +31,12 @@ def stand_in(monkeypatch):
     seen = []
 
     def execute(self):
-        seen.append(holder(self.directory.local))
-        if getattr(self, "fail", None):
-            raise self.fail
+        seen.append(holder(self.setup.directory.local))
+        if getattr(self.setup, "fail", None):
+            raise self.setup.fail
         return self.state.study_id
 
-    monkeypatch.setattr(StudyRunner, "attach", lambda self, state: setattr(self, "state", state))
+    monkeypatch.setattr(StudySetup, "attach", lambda self, state: setattr(self, "state", state))
     monkeypatch.setattr(StudyRunner, "execute", execute)
     return seen
 
@@ -77,7 +78,7 @@ def test_a_new_study_holds_the_lock_while_it_runs_and_releases_it_on_every_exit(
         self.state, self.fail = StudyState.load(study_dir(storage, study_id)), fail
         return self.state
 
-    monkeypatch.setattr(StudyRunner, "start", start)
+    monkeypatch.setattr(StudySetup, "start", start)
     cfg = launch.study_config.load("smoke", overrides={"storage_path": str(storage)})
     if fail is None:
         assert launch.run(cfg, quiet=True) == study_id

@@ -9,7 +9,7 @@ import ray
 
 
 def test_tune_controller_can_be_asked_to_save_its_state_now():
-    """study.schedulers: the experiment state is saved before each new trial (SIGKILL loses nothing)."""
+    """study.search.schedulers: the experiment state is saved before each new trial (SIGKILL loses nothing)."""
     from ray.tune.execution.tune_controller import TuneController
 
     parameters = inspect.signature(TuneController.checkpoint).parameters
@@ -40,7 +40,7 @@ def test_a_gcs_client_can_be_made_for_the_token_check():
 
 
 def test_mlflow_keeps_its_global_tracking_uri_where_it_is_put_back():
-    """study.tracking.log_final_model: the process-wide tracking URI is restored after logging a model."""
+    """study.tracking.trial_runs.log_final_model: the process-wide tracking URI is restored after logging a model."""
     from mlflow.tracking._tracking_service import utils
 
     assert hasattr(utils, "_tracking_uri")

@@ -11,8 +11,8 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from study.config import load
-from study.record import JOURNAL_FILE, cell_study_name, study_counts
-from study.space import PerCellSearcher
+from study.search.record import JOURNAL_FILE, cell_study_name, study_counts
+from study.search.searcher import PerCellSearcher
 from study.state import LEGACY_SEARCHER_FILE
 
 STUDY = "rec-20260101-000000-abcd"
@@ -62,7 +62,7 @@ def test_the_searcher_pickles_without_optuna_objects(tmp_path):
     blob = pickle.dumps(searcher)  # what Tune keeps in its experiment directory
     modules = {arg.split()[0] for op, arg, _ in pickletools.genops(blob) if op.name in ("GLOBAL", "SHORT_BINUNICODE")
                and isinstance(arg, str) and arg.split(".")[0] in ("optuna", "study", "pydantic")}
-    assert "study.space" in modules and not any(m.startswith("optuna") for m in modules)
+    assert "study.search.searcher" in modules and not any(m.startswith("optuna") for m in modules)
     again = pickle.loads(blob)
     assert again.studies["rotated-mnist/CNN"].trials[0].state == TrialState.RUNNING  # reopened from the journal
 
@@ -125,7 +125,7 @@ def test_a_record_pickled_by_an_earlier_version_is_imported_once(tmp_path):
 
 
 def test_an_unreadable_earlier_record_is_one_clear_error(tmp_path):
-    from study.space import LegacyRecordError
+    from study.search.searcher import LegacyRecordError
 
     directory = tmp_path / STUDY
     directory.mkdir()

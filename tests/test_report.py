@@ -7,8 +7,8 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
-from study.report import build_report, main
-from study.report_data import ReportError, load_study
+from study.report.build import build_report, main
+from study.report.data import ReportError, load_study
 
 STUDY = "known-20260101-000000-abcd"
 
@@ -114,7 +114,7 @@ def test_welch_comparison_matches_scipy(built, store, tmp_path):
 
 def test_welch_statistics_match_closed_forms():
     """a = 1, 2, 3 and b = 4, 5, 6: both variances 1, so Welch's df is exactly 4 and every number has a closed form."""
-    from study.report_tables import welch
+    from study.report.tables import welch
 
     r = welch([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])
     se = (1 / 3 + 1 / 3) ** 0.5
@@ -131,7 +131,7 @@ def test_welch_statistics_match_closed_forms():
 
 
 def test_welch_ci_by_hand_when_scipy_has_none():
-    from study.report_tables import welch_ci
+    from study.report.tables import welch_ci
 
     a, b = [1.0, 2.0, 3.0], [4.0, 5.0, 6.0]
     low, high = welch_ci(a, b, object())  # a result without confidence_interval(): Welch–Satterthwaite
@@ -148,7 +148,7 @@ def comparison_frame(a, b):
 
 
 def test_comparison_wording_below_and_above_significance():
-    from study.report_tables import comparison_notes
+    from study.report.tables import comparison_notes
 
     def note(a, b):
         (line,) = comparison_notes(comparison_frame(a, b), ("STN-SL1", "STN-C1"), "test_error", 1.0, "%")
@@ -165,7 +165,7 @@ def test_comparison_wording_below_and_above_significance():
 
 
 def test_not_enough_seeds():
-    from study.report_tables import welch
+    from study.report.tables import welch
 
     assert welch([0.1], [0.2, 0.3])["p"] is None
 
@@ -193,7 +193,7 @@ def test_figures_are_real_pngs(built):
 
 
 def test_alignment_vs_epoch_averages_the_reported_runs_of_each_st_row(store):
-    from study.report import alignment_curves
+    from study.report.build import alignment_curves
 
     uri, client, _ = store
     curves = alignment_curves(client, load_study(client, None).runs, "rotated-mnist")
@@ -230,7 +230,7 @@ def test_unknown_study_lists_the_ones_that_exist(store, capsys):
 
 
 def test_rows_keep_the_paper_order_and_a_compared_variant_finds_its_parameterised_row():
-    from study.report_data import resolve_row, row_order
+    from study.report.data import resolve_row, row_order
 
     labels = ["STN-C1 [rotation]", "CNN", "STN-SL1 [rotation]", "STN-C0 [rotation]", "STN-DL1 [rotation]", "STN-SL1x2"]
     assert row_order(labels) == ["CNN", "STN-C0 [rotation]", "STN-C1 [rotation]", "STN-SL1 [rotation]",

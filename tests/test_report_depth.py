@@ -3,7 +3,7 @@
 import pytest
 from matplotlib.image import imread
 
-from study.report import build_report
+from study.report.build import build_report
 from test_report import add_run, new_store
 
 # test errors per plankton cell: (stage, values); the depth table must show their mean ± std (ddof 1) in %

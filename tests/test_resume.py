@@ -22,7 +22,7 @@ from conftest import epochs_logged, saved_study
 
 from study import launch as launcher
 from study.launch import list_studies
-from study.report_data import load_study
+from study.report.data import load_study
 from study.state import find_state
 
 BASE = ["--name", "resumable", "--variants", "CNN", "--epochs", "4", "--train-size", "256", "--set", "test_passes=1",
@@ -264,6 +264,7 @@ def test_a_resume_that_would_change_a_fixed_field_is_refused_and_nothing_changes
 
 def test_an_extension_is_recorded_before_its_runs_so_an_interrupted_one_resumes_extended(tmp_path, monkeypatch):
     from study.runner import StudyRunner
+    from study.setup import StudySetup
 
     monkeypatch.chdir(tmp_path)
     storage = tmp_path / "tune"
@@ -274,7 +275,7 @@ def test_an_extension_is_recorded_before_its_runs_so_an_interrupted_one_resumes_
         ran.append(self.cfg)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(StudyRunner, "attach", lambda self, state: setattr(self, "state", state))
+    monkeypatch.setattr(StudySetup, "attach", lambda self, state: setattr(self, "state", state))
     monkeypatch.setattr(StudyRunner, "execute", execute)
     common = ["--resume", study_id, "--storage-path", str(storage), "--quiet"]
     # flags that repeat the saved values are not changes; the extension is

@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from study.config import load
-from study.space import PerCellSearcher, final_key
+from study.search.searcher import PerCellSearcher, final_key
 
 
 def config(**kw):
@@ -192,7 +192,7 @@ def test_final_runs_in_flight_survive_save_and_restore_and_are_rescheduled_if_lo
 
 def test_search_trials_never_share_a_seed_with_final_runs_and_keep_theirs_on_extension(tmp_path):
     from study.config import FINAL_SEED_LIMIT
-    from study.samplers import search_seed
+    from study.search.samplers import search_seed
 
     cfg = config(variants=["CNN", "STN-C1"], trials_per_cell=2, final_seeds=[0, 1])
     searcher, search, finals = PerCellSearcher(cfg, tmp_path / "study"), {}, []

@@ -6,7 +6,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import MlflowServer
-from study.spool import TrackingSpool
+from study.tracking.spool import TrackingSpool
 
 
 @pytest.fixture()
@@ -99,7 +99,7 @@ def test_a_request_the_server_refuses_is_dropped_not_retried_forever(server, tmp
 def test_refusals_and_outages_are_told_apart_by_the_error():
     from mlflow.exceptions import MlflowException, RestException
 
-    from study.spool import is_refusal
+    from study.tracking.spool import is_refusal
 
     def answered(code):  # what the client raises for an error answer of the server
         return RestException({"error_code": code, "message": code})

@@ -17,12 +17,12 @@ from pathlib import Path
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from study.report_data import (ReportError, Study, datasets_in, figure_data, learning_curves, load_study,
+from study.report.data import (ReportError, Study, datasets_in, figure_data, learning_curves, load_study,
                                out_dir_for, reported_runs, row_order)
-from study.report_depth import depth_grid, depth_tables, reference_cnn
-from study.report_figures import (alignment_curves_figure, error_vs_depth_figure, fig2_aligned_examples,
+from study.report.depth import depth_grid, depth_tables, reference_cnn
+from study.report.figures import (alignment_curves_figure, error_vs_depth_figure, fig2_aligned_examples,
                                   fig3_angle_plots, learning_curves_figure)
-from study.report_tables import Table, accuracy_table, alignment_table, eq1_table, random_reference
+from study.report.tables import Table, accuracy_table, alignment_table, eq1_table, random_reference
 from trainables.registry import DEEP_DATASETS
 
 DEFAULT_PAIR = ("STN-SL1", "STN-C1")
@@ -167,7 +167,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    from study.tracking import default_tracking_uri
+    from study.tracking.store import default_tracking_uri
 
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(Path.cwd() / "mlflow_artifacts")
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():

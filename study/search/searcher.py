@@ -1,11 +1,11 @@
 """Per-cell search: one seeded Optuna study per cell inside a single Tune run.
 
 ``PerCellSearcher`` is a Tune ``Searcher`` that asks the cell's own Optuna study (``cfg.sampler``,
-seeded per cell: ``study.samplers``) for hyper-parameters and tells it the outcome;
-``study.schedulers.CellPruningScheduler`` asks that same cell's Optuna pruner whether to stop a
+seeded per cell: ``study.search.samplers``) for hyper-parameters and tells it the outcome;
+``study.search.schedulers.CellPruningScheduler`` asks that same cell's Optuna pruner whether to stop a
 trial. So a trial is only ever compared with trials of its own cell: STN-C1's trials are never pruned
 for being worse than STN-SL1's, and each cell's best trial trains to the end. Search trials train with
-seeds of their own (``study.samplers.search_seed``), never one of the final runs' seeds.
+seeds of their own (``study.search.samplers.search_seed``), never one of the final runs' seeds.
 
 A free slot goes to the cell with the most work left (its trials still to start × its measured trial
 time): the longest work starts first, so the study does not end on one long trial running alone.
@@ -26,8 +26,8 @@ import optuna
 from ray.tune.search import Searcher
 
 from study.config import Range, SearchSpace, StudyConfig
-from study.samplers import make_pruner, make_sampler, search_seed
-from study.record import (counted, import_legacy, mark_lost, open_cell_study, open_storage, running_trials,
+from study.search.samplers import make_pruner, make_sampler, search_seed
+from study.search.record import (counted, import_legacy, mark_lost, open_cell_study, open_storage, running_trials,
                           state_counts, study_counts, trial_handle)
 from study.paths import StudyDir
 from study.state import LEGACY_SEARCHER_FILE, read_deadline
@@ -66,7 +66,7 @@ def sample_hparams(trial: optuna.Trial, space: SearchSpace) -> dict:
 class PerCellSearcher(Searcher):
     """One Optuna study per cell until each has ``trials_per_cell`` trials, then the cells' final runs.
 
-    The per-cell studies live in Optuna's storage (``study.record``), written at every ask, report
+    The per-cell studies live in Optuna's storage (``study.search.record``), written at every ask, report
     and tell; what this object keeps besides is the bookkeeping of the running Tune run (which Tune
     trial is which Optuna trial, final runs in flight), saved with Tune's own searcher checkpoint.
     """
@@ -202,7 +202,7 @@ class PerCellSearcher(Searcher):
         hparams = sample_hparams(trial, self.cfg.space_for(cell.dataset, cell.variant))
         trial.set_user_attr("hparams", hparams)
         trial.set_user_attr("tune_trial_id", trial_id)
-        seed = search_seed(self.cfg.seed, key, trial.number)  # never a final seed: see study.samplers
+        seed = search_seed(self.cfg.seed, key, trial.number)  # never a final seed: see study.search.samplers
         trial.set_user_attr("seed", seed)
         self.live[trial_id] = (key, trial.number)
         self._trials[trial_id] = trial

@@ -265,7 +265,7 @@ class TrackingSpool:
                 if path.name != "model.pt" and path.name != "model_spec.json":
                     self.client.log_artifact(run_id, str(path), op.get("artifact_path"))
             if (Path(op["dir"]) / "model.pt").exists():
-                from study.tracking import log_final_model
+                from study.tracking.trial_runs import log_final_model
 
                 log_final_model(self.uri, run_id, Path(op["dir"]))
             shutil.rmtree(op["dir"], ignore_errors=True)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from study.report_data import reported_runs
-from study.report_tables import DASH, Table, _best, _common_notes, mean_sd
+from study.report.data import reported_runs
+from study.report.tables import DASH, Table, _best, _common_notes, mean_sd
 from trainables.registry import DEEP_DATASETS, SHARINGS, VariantError, parse_variant
 
 ROW_ORDER = ("C", "SL", "DL")

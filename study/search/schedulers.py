@@ -7,7 +7,7 @@ import sys
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from study.space import METRIC, PerCellSearcher
+from study.search.searcher import METRIC, PerCellSearcher
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""MLflow → the paper's tables and figures; ``python -m study.report`` runs ``build.main``."""

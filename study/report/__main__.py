@@ -1,0 +1,7 @@
+"""``python -m study.report``."""
+
+import sys
+
+from study.report.build import main
+
+sys.exit(main())
