@@ -29,13 +29,18 @@ BASE = ["--name", "resumable", "--variants", "CNN", "--epochs", "4", "--train-si
         "--set", "grace_period=10", "--max-concurrent", "1", "--cpus-per-trial", "1", "--quiet"]
 
 
+def hangup_as_a_terminal_would():
+    """A driver started from a shell: under ``nohup`` the tests would inherit an ignored SIGHUP, which it keeps."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def launch(tmp: Path, *extra, wait=True, timeout=300):
     # Ray's socket paths must stay under 107 bytes: a short temp dir, not pytest's long one
     env = {**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray", dir="/tmp"), "RAY_USAGE_STATS_ENABLED": "0"}
     cmd = [sys.executable, "-m", "study.launch", *BASE, "--tracking-uri", f"sqlite:///{tmp / 'mlflow.db'}",
            "--storage-path", str(tmp / "tune"), *extra]
     proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=hangup_as_a_terminal_would)
     if wait:
         out, _ = proc.communicate(timeout=timeout)
         return proc.returncode, out

@@ -11,12 +11,12 @@ from study.signals import STOP, fit, graceful_stop
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_a_stop_signal_is_a_keyboard_interrupt_with_its_own_exit_code(sig, code):
-    before = signal.getsignal(sig)
+    before = signal.signal(sig, signal.SIG_DFL)  # as in a terminal, also when the tests run under nohup
     with pytest.raises(KeyboardInterrupt), graceful_stop():
         os.kill(os.getpid(), sig)
         time.sleep(0.1)  # the handler runs meanwhile
     assert STOP.exit_code(130) == code
-    assert signal.getsignal(sig) == before  # handed back
+    assert signal.signal(sig, before) == signal.SIG_DFL  # handed back
 
 
 def test_the_signal_goes_to_whatever_handles_sigint_now():
