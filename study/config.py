@@ -233,9 +233,13 @@ class StudyConfig(Strict):
     def _deep_data_has_a_root(self):
         deep = [d for d in self.datasets + [c.partition("/")[0] for c in self.extra_cells] if d in DEEP_DATASETS]
         if deep and self.data_root is None:  # they have no embedded subset: fail before anything starts
+            from trainables.data import DOWNLOADABLE, data_source  # torch: only on this error path
+
             mnist = ", ".join(d for d in ALL_DATASETS if d not in DEEP_DATASETS)
+            by_hand = "" if data_source(deep[0]) in DOWNLOADABLE else f"; {deep[0]} is read only (it cannot be " \
+                      f"downloaded): put its files there by hand"
             raise ValueError(f"data_root: {deep[0]} has no embedded subset: allowed a folder holding {deep[0]}/ "
-                             f"(only {mnist} run without one)")
+                             f"(only {mnist} run without one){by_hand}")
         return self
 
     def cells(self) -> list["Cell"]:

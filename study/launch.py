@@ -39,7 +39,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-trial", type=float, help="GPU fraction per trial, e.g. 0.25")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or the local sqlite store)")
     p.add_argument("--storage-path", help="Tune storage path (default: mlflow_artifacts/tune)")
-    p.add_argument("--data-root", help="the study's data folder: MNIST/raw (torchvision's layout), svhn/, plankton/ "
+    p.add_argument("--data-root", help="the study's data folder: MNIST/raw (torchvision's layout), svhn/, svhn-multi/, plankton/ "
                                         "(default: the embedded MNIST subset)")
     p.add_argument("--download", action="store_true", default=None)
     p.add_argument("--seed", type=int)

@@ -1,12 +1,13 @@
 """The study's data, made ready once by the driver before any trial; workers only read it.
 
 One ``data_root`` serves every dataset of a study: torchvision's ``MNIST/raw/`` (the MNIST family),
-``svhn/`` (``train_32x32.mat``, ``test_32x32.mat``) and ``plankton/`` (a class-per-folder image
-tree). On a cluster it must be a path every node sees (shared storage). The driver downloads what
-is missing (only with ``download``) under a file lock in ``data_root``, so two drivers, or a driver
-and a resumed one, never write the same files at once; then it reads every source, which fails
-early, in one line, on missing or unreadable files. Trials never download: concurrent trials on one
-host would race on the same files.
+``svhn/`` (``train_32x32.mat``, ``test_32x32.mat``), ``svhn-multi/`` (``train.csv``, ``test.csv``,
+``images/``) and ``plankton/`` (a class-per-folder image tree); the last two are read only, never
+downloaded (the loaders say so when files are missing). On a cluster it must be a path every node
+sees (shared storage). The driver downloads what is missing (only with ``download``) under a file
+lock in ``data_root``, so two drivers, or a driver and a resumed one, never write the same files at
+once; then it reads every source, which fails early, in one line, on missing or unreadable files.
+Trials never download: concurrent trials on one host would race on the same files.
 """
 
 from __future__ import annotations

@@ -31,11 +31,11 @@ def test_paper_preset_covers_three_distortions_and_deeper_rows():
 def test_icpr_preset_sweeps_depth_sharing_and_iterations_per_deep_dataset():
     cfg = load("icpr")
     cells = {c.key for c in cfg.cells()}
-    for dataset, depths in (("svhn", (2, 4, 6, 8)), ("plankton", (2, 4, 7, 10))):
+    for dataset, depths in (("svhn-multi", (2, 4, 6, 8)), ("plankton", (2, 4, 7, 10))):
         assert {f"{dataset}/CNN", f"{dataset}/STN-C0", f"{dataset}/STN-SL2x2", f"{dataset}/STN-DL2x2"} <= cells
         assert {f"{dataset}/STN-{code}{d}" for code in ("C", "SL", "DL") for d in depths} <= cells
-    assert not any(c.dataset not in ("svhn", "plankton") for c in cfg.cells())
-    assert cfg.data_root and cfg.download and cfg.resources.gpus > 0
+    assert not any(c.dataset not in ("svhn-multi", "plankton") for c in cfg.cells())  # the paper's SVHN form
+    assert cfg.data_root and not cfg.download and cfg.resources.gpus > 0  # both are put in place by hand
     assert 0 < cfg.n_startup_trials < cfg.trials_per_cell  # random start, then TPE (stated in the preset)
 
 
@@ -44,6 +44,12 @@ def test_data_root_is_resolved_on_the_driver():
 
     cfg = load("smoke", overrides={"datasets": ["plankton"], "variants": ["CNN"], "data_root": "~/data/x"})
     assert cfg.data_root == str(Path.home() / "data" / "x")  # workers read the driver's path, not their own home
+
+
+def test_svhn_multi_is_a_deep_dataset_like_svhn():
+    cfg = load("smoke", overrides={"datasets": ["svhn-multi"], "variants": ["CNN", "STN-SL2", "STN-DL8"],
+                                   "data_root": "/d"})
+    assert [c.key for c in cfg.cells()] == ["svhn-multi/CNN", "svhn-multi/STN-SL2", "svhn-multi/STN-DL8"]
 
 
 def test_presets_choose_their_sampler_deliberately():
@@ -75,6 +81,9 @@ def test_overrides_give_a_cell_its_own_space():
                               "scaled-mnist, svhn, plankton"),
     ({"datasets": ["svhn"]}, "data_root: svhn has no embedded subset: allowed a folder holding svhn/"),
     ({"extra_cells": ["plankton/STN-SL7"]}, "data_root: plankton has no embedded subset"),
+    ({"datasets": ["svhn-multi"]}, "data_root: svhn-multi has no embedded subset: allowed a folder holding "
+                                   "svhn-multi/ (only rotated-mnist, translated-mnist, scaled-mnist run without one); "
+                                   "svhn-multi is read only (it cannot be downloaded): put its files there by hand"),
     ({"datasets": ["plankton"], "data_root": "/d", "variants": ["STN-SL11"]},
      "variants: variant 'STN-SL11' is not possible on plankton: depth 11 is beyond the classifier's 10 blocks; "
      "allowed depths for STN-SL<X>: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10"),

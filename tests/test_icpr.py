@@ -26,6 +26,8 @@ def test_tiny_icpr_study_reports_the_depth_table(ray_local, tmp_path):
     runs = study.runs
     assert sorted(runs["cell"].unique()) == ["plankton/STN-C2", "plankton/STN-SL2", "plankton/STN-SL4"]
     assert (runs["outcome"] == "completed").all() and sorted(runs["stage"]) == ["final"] * 3 + ["search"] * 3
+    finals = runs[runs["stage"] == "final"]
+    assert finals["rotation_consistency_deg"].between(0, 90).all()  # every STN on PlanktonSet, in MLflow
     parent = client.get_run(study.parent_run_id)
     assert parent.data.tags["data_source"].startswith(f"PlanktonSet tree at {data / 'plankton'} (3 classes")
     assert (data / ".stn-study-data.lock").exists()  # prepared by the driver, under the lock

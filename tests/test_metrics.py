@@ -148,3 +148,49 @@ def test_composed_pose_is_named_apart_for_iterated_variants(splits):
     assert iterated["angle_intercept"] == pytest.approx(10.0, abs=1e-3)
     assert iterated["angle_intercept_composed"] == pytest.approx(20.0, abs=1e-3)
     assert iterated["pose_sd_composed"] == pytest.approx(iterated["pose_sd"], rel=1e-5)
+
+
+def test_sequence_errors_and_the_summed_loss_by_hand():
+    labels = torch.tensor([[1, 2, 10, 10, 10], [3, 10, 10, 10, 10], [4, 5, 6, 10, 10]])
+    logits = torch.nn.functional.one_hot(labels, 11).float()
+    assert metrics.wrong(logits, labels) == 0
+    logits[1, 4] = torch.nn.functional.one_hot(torch.tensor(7), 11).float()  # one position of image 1 wrong
+    logits[2, 0], logits[2, 1] = logits[2, 1].clone(), logits[2, 0].clone()  # two positions of image 2 wrong
+    assert metrics.wrong(logits, labels) == 2  # images, not positions
+    flat = torch.tensor([[0.0, 2.0], [3.0, 1.0], [1.0, 5.0]])  # the single-label path: argmax 1, 0, 1
+    assert metrics.wrong(flat, torch.tensor([1, 1, 1])) == 1
+    uniform = torch.zeros(4, 5, 11)  # every position ln 11 nats: the sum of 5 per-position means is 5 ln 11
+    assert float(metrics.classification_loss(uniform, torch.randint(0, 11, (4, 5)))) == pytest.approx(5 * math.log(11))
+    assert float(metrics.classification_loss(flat, torch.tensor([1, 0, 1]))) == pytest.approx(
+        np.mean([math.log(1 + math.exp(-2)), math.log(1 + math.exp(-2)), math.log(1 + math.exp(-4))]))
+
+
+def test_axis_distance_is_taken_mod_180():
+    assert metrics.axis_distance(10.0, 350.0) == pytest.approx(20.0)
+    assert metrics.axis_distance(0.0, 179.0) == pytest.approx(1.0)
+    assert metrics.axis_distance(0.0, 90.0) == pytest.approx(90.0)
+    assert metrics.axis_distance(45.0, 225.0) == pytest.approx(0.0)  # opposite directions: one orientation
+
+
+def test_rotation_consistency_by_hand():
+    angles = metrics.rotation_angles().numpy()
+    assert len(angles) == 17 and angles[0] == -180.0 and np.allclose(np.diff(angles), 360 / 17) and angles[-1] < 180
+    applied = np.tile(angles, (3, 1))
+    oracle = -applied + np.array([[0.0], [30.0], [-75.0]])  # predicts -applied (plus an offset per image)
+    assert metrics.rotation_consistency(applied + oracle) == pytest.approx(0.0, abs=1e-9)
+    # A constant-angle ST: z = applied + c. 17 is odd, so mod 180 the z are 17 evenly spaced orientations,
+    # δ = 180/17 apart; from any of them the others lie at δ·(1, 1, 2, 2, …, 8, 8): 72 δ over 16 = 810/17°.
+    for c in (0.0, 12.5, -100.0):
+        assert metrics.rotation_consistency(applied + c) == pytest.approx(810 / 17)
+    # Three copies, z = 0, 10, 30: summed distances 40, 30, 50; the least (from 10) over the 2 others = 15.
+    assert metrics.rotation_consistency([[0.0, 10.0, 30.0]]) == pytest.approx(15.0)
+    assert metrics.rotation_consistency([[175.0, 5.0, 0.0]]) == pytest.approx(5.0)  # 175 is 5 from 0 mod 180
+
+
+def test_rotation_consistency_of_90_and_180_degree_ambiguities():
+    """An ST that returns each copy up or upside down is consistent mod 180; one off by a quarter turn is not."""
+    flips = np.where(np.arange(17) % 2 == 0, 0.0, 180.0)[None]
+    assert metrics.rotation_consistency(flips + 40.0) == pytest.approx(0.0, abs=1e-9)
+    quarter = np.where(np.arange(17) < 9, 0.0, 90.0)[None]  # 9 copies at 0°, 8 at 90°
+    assert metrics.rotation_consistency(quarter) == pytest.approx(8 * 90 / 16)  # from a 0° copy: 8 quarter turns
+    assert metrics.rotation_consistency(quarter - 270.0) == pytest.approx(45.0)  # -270 ≡ 90 mod 180

@@ -1,4 +1,5 @@
-"""PlanktonSet from a PNG class-per-folder tree: fitting, both layouts, seeded splits, errors, augmentation, a CLI run."""
+"""PlanktonSet from a PNG class-per-folder tree: fitting, both layouts, seeded splits, errors, augmentation, the
+rotation consistency, a CLI run."""
 
 import json
 import math
@@ -7,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from trainables import st
+from trainables import metrics, st
 from trainables.augment import PlanktonAugment, eval_distortion, train_distortion
 from trainables.data import DataError, generator, load_data
+from trainables.evaluate import rotation_consistency
+from trainables.models import STNClassifier
 from trainables.plankton import fit_image
 
 
@@ -142,6 +145,42 @@ def test_streams_augment_training_only():
     assert torch.equal(eval_distortion("svhn")(images, generator(0, "cpu"))[0], images)
 
 
+def bars():
+    """Two 95x95 images: a bright horizontal bar and a vertical one (orientations 0° and 90°)."""
+    images = torch.zeros(2, 1, 95, 95, dtype=torch.uint8)
+    images[0, 0, 45:50, 15:80] = 255
+    images[1, 0, 15:80, 45:50] = 255
+    return images
+
+
+def orientation(images):
+    """Each image's axis (°, counter-clockwise from x, y up) from its second central moments."""
+    coords = torch.arange(95, dtype=torch.float32) - 47.0
+    x, y, w = coords[None, :], -coords[:, None], images[:, 0]
+    mass = w.sum((1, 2))
+    cx, cy = (w * x).sum((1, 2)) / mass, (w * y).sum((1, 2)) / mass
+    dx, dy = x - cx[:, None, None], y - cy[:, None, None]
+    m20, m02, m11 = ((w * d).sum((1, 2)) for d in (dx * dx, dy * dy, dx * dy))
+    return torch.rad2deg(0.5 * torch.atan2(2 * m11, m20 - m02))
+
+
+class MomentST:
+    """An oracle ST: it turns each image back by the axis it measures."""
+
+    def transform(self, images):
+        return st.rotation_matrix(-orientation(images))
+
+
+def test_rotation_consistency_of_17_rotated_copies():
+    assert orientation(bars().float()).tolist() == pytest.approx([0.0, 90.0], abs=1e-4)
+    assert rotation_consistency(MomentST(), bars()) < 0.5  # every copy ends on one axis (up to interpolation)
+    model = STNClassifier("plankton", "STN-C0x2", "rotation").eval()
+    with torch.no_grad():
+        model.localisation.params.bias.fill_(math.radians(10.0))  # every step turns by 10°: 20° composed
+    assert metrics.predicted_pose("rotation", model.transform(bars().float()), 95).tolist() == pytest.approx([20.0] * 2)
+    assert rotation_consistency(model, bars()) == pytest.approx(810 / 17, abs=1e-3)  # a constant angle: 810/17
+
+
 def test_cli_trains_and_evaluates_on_plankton(tmp_path, capsys):
     from trainables.train import main
 
@@ -155,3 +194,4 @@ def test_cli_trains_and_evaluates_on_plankton(tmp_path, capsys):
     assert result["status"] == "completed" and 0.0 <= metrics["test_error"] <= 1.0
     assert not any(k.startswith(("pose_sd", "angle_", "feature_misalignment", "val_pose")) for k in metrics)
     assert {f"eq1_residual_rotation_d{d}" for d in (2, 4, 7, 10)} <= set(metrics)
+    assert 0.0 <= metrics["rotation_consistency_deg"] <= 90.0

@@ -12,6 +12,8 @@ from study.launch import main
 from study.prepare import prepare, source_root
 from study.trial import train_config
 from test_plankton import write_tree
+from test_svhn_multi import write_svhn_multi
+from trainables.data import DataError
 
 TESTS = Path(__file__).parent
 
@@ -69,16 +71,32 @@ def test_every_source_of_a_study_is_read_under_its_folder(tmp_path, monkeypatch)
     assert source_root(str(tmp_path), "mnist") == str(tmp_path)  # torchvision's own MNIST/raw under it
 
 
+def test_svhn_multi_is_read_never_downloaded(tmp_path, monkeypatch):
+    monkeypatch.setenv("STN_STUDY_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(DataError, match=r"svhn-multi files missing under .*\(train.csv, test.csv, images/\); it "
+                                        r"cannot be downloaded"):
+        prepare(["svhn-multi"], str(tmp_path / "data"), True)
+    assert not (tmp_path / "data" / "svhn-multi").exists()  # nothing fetched (the root holds only the lock)
+    write_svhn_multi(tmp_path / "data" / "svhn-multi", n_train=3, n_test=2)
+    (multi,) = prepare(["svhn-multi"], str(tmp_path / "data"), True)
+    assert multi.source == f"SVHN multi-digit files at {tmp_path / 'data' / 'svhn-multi'}"
+    assert tuple(multi.test_y.shape) == (2, 5)
+
+
 def test_trials_never_download_and_read_their_source_folder():
     cfg = train_config({"dataset": "svhn", "variant": "CNN", "epochs": 1, "data_root": "/shared/d", "download": True})
     assert cfg.download is False and cfg.data_root == "/shared/d/svhn"
+    cfg = train_config({"dataset": "svhn-multi", "variant": "STN-SL2", "epochs": 1, "data_root": "/shared/d",
+                        "download": True})
+    assert cfg.download is False and cfg.data_root == "/shared/d/svhn-multi"
     cfg = train_config({"dataset": "rotated-mnist", "variant": "CNN", "epochs": 1, "data_root": None,
                         "download": True})
     assert cfg.download is False and cfg.data_root is None
 
 
 @pytest.mark.parametrize("dataset,needle", [("plankton", "data_root: no PlanktonSet tree at"),
-                                            ("svhn", "data_root: SVHN files missing under")])
+                                            ("svhn", "data_root: SVHN files missing under"),
+                                            ("svhn-multi", "data_root: svhn-multi files missing under")])
 def test_missing_data_stops_the_study_in_one_line_before_anything_is_written(tmp_path, monkeypatch, capsys,
                                                                              dataset, needle):
     monkeypatch.chdir(tmp_path)

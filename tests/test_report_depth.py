@@ -16,6 +16,8 @@ PLANKTON = {
     "STN-DL2": ("final", [0.25, 0.27, 0.29]),
     "STN-SL2x2": ("final", [0.23, 0.25]),
 }
+# rotation consistency (°) of the plankton STNs' final runs: the alignment table shows mean ± std, lowest in bold
+CONSISTENCY = {"STN-C2": [40.0, 44.0], "STN-SL2": [10.0, 12.0, 14.0]}
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +26,8 @@ def built(tmp_path_factory):
     uri, client, exp, parent = new_store(root, "deep")
     for variant, (stage, errors) in PLANKTON.items():
         for seed, err in enumerate(errors):
-            add_run(client, exp, parent, f"plankton/{variant}", stage, seed, test_error=err, val_error=err)
+            turned = {"rotation_consistency_deg": CONSISTENCY[variant][seed]} if variant in CONSISTENCY else {}
+            add_run(client, exp, parent, f"plankton/{variant}", stage, seed, test_error=err, val_error=err, **turned)
     # STN-C4 has no final stage: its val-best search trial (val 0.1, test 0.36) stands for it, marked †
     add_run(client, exp, parent, "plankton/STN-C4", "search", 0, trial=0, val_error=0.2, test_error=0.31)
     add_run(client, exp, parent, "plankton/STN-C4", "search", 0, trial=1, val_error=0.1, test_error=0.36)
@@ -57,7 +60,7 @@ def test_deep_datasets_have_accuracy_columns_and_no_pose_columns(built):
     header = (built / "accuracy.csv").read_text().splitlines()[0]
     assert header == "variant,rotation,svhn,plankton"
     alignment = (built / "alignment.csv").read_text().splitlines()[0]
-    assert "rotation pose SD" in alignment and "svhn" not in alignment and "plankton" not in alignment
+    assert "rotation pose SD" in alignment and "svhn" not in alignment and "plankton pose" not in alignment
     assert "plankton / random weights" not in (built / "eq1.md").read_text()
     report = (built / "report.md").read_text()
     assert "plankton: test error (%) by ST depth" in report and "svhn: test error (%) by ST depth" in report
@@ -67,3 +70,11 @@ def test_error_vs_depth_figures(built):
     assert imread(built / "error_vs_depth_plankton.png").shape[:2] == (380, 560)
     assert imread(built / "error_vs_depth_svhn.png").shape[:2] == (380, 560)
     assert not (built / "error_vs_depth_rotated.png").exists()
+
+
+def test_plankton_rotation_consistency_is_in_the_alignment_table(built):
+    rows = {line.split(",")[0]: line.split(",") for line in (built / "alignment.csv").read_text().splitlines()}
+    column = rows["variant"].index("plankton rotation consistency (°)")
+    assert rows["STN-C2"][column] == "42.0 ± 2.8 (n=2)"
+    assert rows["STN-SL2"][column] == "12.0 ± 2.0 (n=3)" and "**12.0 ± 2.0 (n=3)**" in (built / "alignment.md").read_text()
+    assert rows["CNN"][column].startswith("—")

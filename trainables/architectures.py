@@ -3,14 +3,14 @@
 The same spec drives three things: the torch modules (``models``), the shape arithmetic that lets
 the registry reject an impossible variant with a one-line message *before* torch sees a tensor,
 and the parameter counts the tests check against hand arithmetic. Networks follow the authors'
-code: the MNIST family here, and the deeper SVHN and PlanktonSet networks of the
-ICPR study (their ``studied_depths`` pick the rows a study draws; every depth whose map the head can
-take stays buildable).
+code: the MNIST family here, and the deeper SVHN (32×32 crops and the 64×64 multi-digit form) and
+PlanktonSet networks of the ICPR study (their ``studied_depths`` pick the rows a study draws; every
+depth whose map the head can take stays buildable).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # A layer is a tuple: ("conv", out_channels, kernel) (valid) | ("conv_same", out_channels, kernel) (zero
 # padding kernel // 2, side kept) | ("pool",) (2×2) | ("pool_if_gt", side) | ("pool3",) (3×3, stride 2,
@@ -32,6 +32,7 @@ class Architecture:
     classifier_blocks: tuple[tuple[Layer, ...], ...]
     head: tuple[Layer, ...]
     num_classes: int = 10
+    positions: int = 1  # labels per image: the multi-digit SVHN net has 5 output heads of num_classes each
     norm_mean: float | tuple[float, ...] = 0.0  # a tuple: one value per input channel
     norm_std: float | tuple[float, ...] = 1.0
     padding_mode: str = "border"  # grid_sample padding of the ST: border for the MNIST family
@@ -97,7 +98,8 @@ def _block(conv: Layer, activation: str, pool: Layer | None = None, dropout: flo
 
 
 # SVHN (authors' SVHN_CNN): 8 conv 5×5 "same", ReLU, 2×2 pool after conv 1, 3, 5, 7, dropout 0.5 after
-# every conv but the first; 3 FC 3072. On torchvision's 32×32 crops the blocks leave 16,16,8,8,4,4,2,2.
+# every conv but the first; 3 FC 3072. On torchvision's 32×32 crops the blocks leave 16,16,8,8,4,4,2,2;
+# on the 64×64 multi-digit crops 32,32,16,16,8,8,4,4 (the FC top then reads 4×4×192 = 3072 values).
 _SVHN_BLOCKS = tuple(
     _block(("conv_same", width, 5), "relu", ("pool",) if index % 2 == 0 else None, 0.5 if index else 0.0)
     for index, width in enumerate((48, 64, 128, 160, 192, 192, 192, 192))
@@ -151,6 +153,11 @@ DEEP_ARCHITECTURES: dict[str, Architecture] = {
         studied_depths=(2, 4, 7, 10),  # the depths of the ICPR study (Finnveden et al., the deeper networks)
     ),
 }
+# Multi-digit SVHN (authors' SVHN_CNN on 64×64 crops): the same blocks, head, top and statistics as svhn (the
+# same photographs: our choice), and five output heads of 11 classes (digit 0-9 or no digit), one per position,
+# as one 3072 -> 5·11 layer; studied depths as svhn: the last block at each map size.
+DEEP_ARCHITECTURES["svhn-multi"] = replace(DEEP_ARCHITECTURES["svhn"], dataset="svhn-multi", input_side=64,
+                                           num_classes=11, positions=5)
 ARCHITECTURES.update(DEEP_ARCHITECTURES)
 
 

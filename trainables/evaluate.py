@@ -3,7 +3,9 @@
 Validation and test draws are seeded independently of the trial's seed, so every trial of a study
 sees the *same* distorted val and test sets: comparisons between trials are paired, and selecting
 on ``val_error`` never touches the test draws. Datasets whose evaluation applies no known transform
-(SVHN, PlanktonSet) get no pose or feature-misalignment metrics, and one test pass (it is fixed).
+(SVHN, PlanktonSet) get no pose or feature-misalignment metrics, and one test pass (it is fixed); an
+STN on PlanktonSet gets the rotation consistency of its final angles instead. A multi-digit image
+counts as right only when every position is (sequence accuracy).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from trainables import metrics
+from trainables import metrics, st
 from trainables.augment import eval_distortion, train_distortion
 from trainables.data import DistortedStream, MnistSplits, generator, stream_seed
 from trainables.models import STNClassifier
@@ -20,13 +22,14 @@ EVAL_SEED = 0  # val/test draws: shared by every trial, independent of the trial
 TEST_PASSES = 10
 MISALIGNMENT_DIGITS = 500
 EQ1_DIGITS = 256  # the residual is a ratio of means: 256 digits pin it to a few per cent
+CONSISTENCY_DATASETS = ("plankton",)  # rotation-invariant classes: every test image is turned 17 ways
 
 
 def error_rate(model: STNClassifier, stream: DistortedStream, seed: int) -> float:
     wrong, total = 0, 0
     with torch.no_grad():
         for images, labels, _ in stream.batches(seed):
-            wrong += int((model(images).argmax(1) != labels).sum())
+            wrong += metrics.wrong(model(images), labels)
             total += len(labels)
     return wrong / max(total, 1)
 
@@ -57,7 +60,7 @@ def validate(model: STNClassifier, splits: MnistSplits, batch_size: int = 500) -
         with torch.no_grad():
             for images, y, params in stream.batches(stream_seed(EVAL_SEED, "val")):
                 details = model.forward_details(images)
-                wrong += int((details.logits.argmax(1) != y).sum())
+                wrong += metrics.wrong(details.logits, y)
                 if model.spec.has_st and distortion.pose_kind:
                     applied.append(params)
                     thetas.append(details.thetas[0])
@@ -111,6 +114,26 @@ def eq1_residuals(model: STNClassifier, digits: torch.Tensor) -> dict[str, float
     return out
 
 
+def final_angles(model: STNClassifier, images: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """(N, R) final angles z = applied + predicted of the *composed* θ, ``images`` in [0, 1] turned by each angle."""
+    out = []
+    with torch.no_grad():
+        for angle in angles.tolist():
+            applied = torch.full((len(images),), angle, device=images.device)
+            turned = st.warp(images, st.rotation_matrix(applied), None, "zeros")  # 0 = background outside
+            theta = model.transform(turned)  # the composed θ: what an iterated ST applies
+            out.append(applied + metrics.predicted_pose("rotation", theta, images.shape[-1]))
+    return torch.stack(out, 1)
+
+
+def rotation_consistency(model: STNClassifier, images: torch.Tensor, batch_size: int = 500) -> float:
+    """``rotation_consistency_deg`` (paper notes §6): mean deviation mod 180° of 17 rotated copies' final angles."""
+    angles = metrics.rotation_angles()
+    finals = [final_angles(model, images[start:start + batch_size].float() / 255.0, angles).cpu()
+              for start in range(0, len(images), batch_size)]
+    return metrics.rotation_consistency(torch.cat(finals).numpy())
+
+
 def evaluate(model: STNClassifier, splits: MnistSplits, passes: int = TEST_PASSES, batch_size: int = 500):
     """End-of-trial metrics (fractions, not percent) and the raw data the figures need."""
     model.eval()
@@ -123,7 +146,7 @@ def evaluate(model: STNClassifier, splits: MnistSplits, passes: int = TEST_PASSE
             wrong = 0
             for images, y, params in stream.batches(stream_seed(EVAL_SEED, "test", k)):
                 details = model.forward_details(images)
-                wrong += int((details.logits.argmax(1) != y).sum())
+                wrong += metrics.wrong(details.logits, y)
                 if pose:
                     applied.append(params)
                     first.append(details.thetas[0])
@@ -142,6 +165,8 @@ def evaluate(model: STNClassifier, splits: MnistSplits, passes: int = TEST_PASSE
             figures["angle_predicted"] = metrics.predicted_pose(kind, torch.cat(first), distortion.side).cpu().numpy()
         sample = splits.test_x[:MISALIGNMENT_DIGITS]
         result["feature_misalignment"] = feature_misalignment(model, sample)
+    if model.spec.has_st and model.dataset in CONSISTENCY_DATASETS:
+        result["rotation_consistency_deg"] = rotation_consistency(model, splits.test_x, batch_size)
     result.update(eq1_residuals(model, splits.test_x[:EQ1_DIGITS]))
     figures.update(example_grid(model, splits.test_x[:8]))
     return result, figures

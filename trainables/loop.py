@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from trainables import metrics
 from trainables.augment import train_distortion
 from trainables.data import DataError, DistortedStream, MnistSplits, load_data, stream_seed
 from trainables.evaluate import evaluate, validate
@@ -195,7 +196,7 @@ def train(cfg: TrainConfig, on_epoch=None, splits: MnistSplits | None = None, re
         started, loss_sum, seen = time.perf_counter(), torch.zeros((), device=device), 0
         for step, (images, labels, _) in enumerate(stream.batches(stream_seed(cfg.seed, "train", epoch))):
             with torch.autocast(device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
-                loss = torch.nn.functional.cross_entropy(model(images), labels)
+                loss = metrics.classification_loss(model(images), labels)
             if sync_every_step and not math.isfinite(loss.item()):
                 return diverged(f"epoch {epoch + 1}, step {step + 1}", loss.item())
             optimizer.zero_grad(set_to_none=True)

@@ -1,4 +1,5 @@
-"""Pose alignment, the angle-plot regression, feature-map misalignment and Eq. 1.
+"""Errors and loss, pose alignment, the angle-plot regression, feature-map misalignment, Eq. 1 and the
+plankton rotation consistency.
 
 Pose conventions are pinned to the generators of ``distortions`` (the tests feed the oracle θ):
 for an ST output θ the predicted pose p and the applied pose t add up to the final pose z = t + p,
@@ -17,8 +18,24 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from trainables import st
+
+ROTATIONS = 17  # plankton consistency: each test image turned by 17 angles evenly spaced over the circle
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy; (N, P, C) logits with (N, P) labels give the sum of the P per-position means (authors' SVHN)."""
+    if logits.ndim == 3:
+        return F.cross_entropy(logits.transpose(1, 2), labels) * logits.shape[1]
+    return F.cross_entropy(logits, labels)
+
+
+def wrong(logits: torch.Tensor, labels: torch.Tensor) -> int:
+    """Misclassified images; with several positions an image is right only when all are (sequence accuracy)."""
+    miss = logits.argmax(-1) != labels
+    return int(miss.reshape(len(labels), -1).any(1).sum())
 
 
 def applied_pose(kind: str, params: torch.Tensor) -> torch.Tensor:
@@ -127,3 +144,31 @@ def eq1_residual(features, images: torch.Tensor, depth: int, kind: str, stride: 
 
 
 EQ1_KINDS = ("rotation", "scale", "translation")
+
+
+# ---------------------------------------------------------------- plankton rotation consistency
+
+
+def rotation_angles(count: int = ROTATIONS) -> torch.Tensor:
+    """``count`` angles (°) evenly spaced over the circle from −180 (authors: ``linspace(-180, 180, endpoint=False)``)."""
+    return torch.arange(count, dtype=torch.float64) * (360.0 / count) - 180.0
+
+
+def axis_distance(a, b) -> np.ndarray:
+    """Angular distance mod 180° (orientations, so 0° and 180° coincide): in [0, 90]."""
+    d = np.mod(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64), 180.0)
+    return np.minimum(d, 180.0 - d)
+
+
+def rotation_consistency(final_angles) -> float:
+    """Mean angular deviation mod 180° of each image's R final angles (N, R), as in the authors' code.
+
+    The final angle of a rotated copy is z = applied + predicted (the pose convention above). Per image
+    the reference is the copy whose summed distance to the others is least (their ``min_angle_dist``), and
+    the sum is averaged over the R − 1 others; the result is the mean over images. A medoid, not the
+    circular mean: an ST that does not rotate leaves the z evenly spread mod 180°, where the circular mean
+    is undefined. 0 = every copy of an image ends at the same orientation (mod 180°); 90 at most.
+    """
+    z = np.asarray(final_angles, dtype=np.float64)
+    sums = axis_distance(z[:, :, None], z[:, None, :]).sum(2)
+    return float((sums.min(1) / (z.shape[1] - 1)).mean())

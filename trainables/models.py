@@ -106,7 +106,7 @@ class STNClassifier(nn.Module):
             channels, side = stack_output(block, channels, side)
         self.top = build_stack(arch.top, channels, side)  # empty for the MNIST family
         width, side = stack_output(arch.top, channels, side)
-        self.fc = nn.Linear(width * side * side, arch.num_classes)
+        self.fc = nn.Linear(width * side * side, arch.num_classes * arch.positions)  # P heads as one layer
         self.localisation = None
         self.loc_trunk = None
         if depth is not None:
@@ -134,8 +134,11 @@ class STNClassifier(nn.Module):
         return x
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:
-        """Logits from the last block's map: the FC top (if any), then the output layer."""
-        return self.fc(self.top(features).flatten(1))
+        """Logits (N, classes) from the last block's map — (N, positions, classes) for a multi-label net."""
+        logits = self.fc(self.top(features).flatten(1))
+        if self.arch.positions > 1:
+            return logits.view(len(logits), self.arch.positions, self.arch.num_classes)
+        return logits
 
     def _localise(self, source: torch.Tensor) -> torch.Tensor:
         if self.spec.sharing == "shared":
@@ -145,24 +148,39 @@ class STNClassifier(nn.Module):
             source = self.loc_trunk(source)
         return self.localisation(source)
 
-    def forward_details(self, images: torch.Tensor, theta: torch.Tensor | None = None) -> Details:
-        """Forward pass with its intermediates; a given ``theta`` replaces the localisation (oracles, figures)."""
+    def _st_source(self, images: torch.Tensor) -> torch.Tensor:
+        """What the ST warps: the normalised image, or the depth-X map for STN-CX."""
         x = self.normalize(images)
-        if self.spec.depth is None:
-            for block in self.blocks:
-                x = block(x)
-            return Details(logits=self.classify(x))
-        depth, pad = self.spec.depth, self.arch.padding_mode
         if not self.spec.warps_input:
-            for block in self.blocks[:depth]:
+            for block in self.blocks[: self.spec.depth]:
                 x = block(x)
-        source, aligned, thetas = x, x, [] if theta is None else [theta]
-        for _ in range(self.spec.iterations if theta is None else 0):
+        return x
+
+    def _thetas(self, source: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Each iteration's θ and their composition; a later iteration reads the source aligned so far."""
+        aligned, thetas, theta = source, [], None
+        for _ in range(self.spec.iterations):
             step = self._localise(aligned)
             thetas.append(step)
             theta = step if theta is None else st.compose(theta, step)
             if len(thetas) < self.spec.iterations:  # intermediate alignment at the source resolution
-                aligned = st.warp(source, theta, None, pad)
+                aligned = st.warp(source, theta, None, self.arch.padding_mode)
+        return thetas, theta
+
+    def transform(self, images: torch.Tensor) -> torch.Tensor:
+        """The composed θ the ST applies to ``images``, without classifying them (half a forward pass or less)."""
+        return self._thetas(self._st_source(images))[1]
+
+    def forward_details(self, images: torch.Tensor, theta: torch.Tensor | None = None) -> Details:
+        """Forward pass with its intermediates; a given ``theta`` replaces the localisation (oracles, figures)."""
+        if self.spec.depth is None:
+            x = self.normalize(images)
+            for block in self.blocks:
+                x = block(x)
+            return Details(logits=self.classify(x))
+        depth, pad = self.spec.depth, self.arch.padding_mode
+        source = self._st_source(images)
+        thetas, theta = self._thetas(source) if theta is None else ([theta], theta)
         out = st.warp(source, theta, self.st_side, pad)
         features = out
         if self.spec.warps_input:

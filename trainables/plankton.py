@@ -15,19 +15,17 @@ background, scaled (up or down) until the longer side is 95 px, and centred on a
 inversion (as in the authors' code) makes 0 mean "background" everywhere it is implied: the fitting
 canvas, the augmentation's and the ST's out-of-image samples, and the convolutions' zero padding;
 white (255) would be a foreground value to all of them. Decoded arrays are cached by the files'
-names, sizes and times (``data.cache_dir``), so each trial worker decodes the tree at most once.
+names, sizes and times (``data.decode_cached``), so each trial worker decodes the tree at most once.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from trainables.data import SPLIT_SEED, DataError, MnistSplits, _digest, cache_dir
+from trainables.data import SPLIT_SEED, DataError, MnistSplits, _digest, decode_cached
 
 SIDE = 95
 NUM_CLASSES = 121
@@ -84,33 +82,8 @@ def _stratified(labels: np.ndarray, parts: int, rng: np.random.Generator) -> lis
 
 
 def _decode(files: list[Path]) -> np.ndarray:
-    """(N, 1, 95, 95) uint8, cached under a key of the files' paths, sizes and modification times."""
-    key = hashlib.sha256()
-    for path in files:
-        stat = path.stat()
-        key.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    cached = cache_dir() / f"plankton-{len(files)}-{key.hexdigest()[:16]}.npy"
-    try:
-        if cached.exists():
-            array = np.load(cached)
-            if array.shape == (len(files), 1, SIDE, SIDE):
-                return array
-    except Exception:  # noqa: BLE001 - a damaged cache is rebuilt below
-        pass
-    array = np.empty((len(files), 1, SIDE, SIDE), dtype=np.uint8)
-    for index, path in enumerate(files):
-        try:
-            array[index, 0] = fit_image(path)
-        except Exception as err:  # PIL raises assorted errors on truncated or foreign files
-            raise DataError(f"data_root: cannot read the image {path}: {err}".replace("\n", " ")) from None
-    try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, array)
-        tmp.replace(cached)
-    except OSError:
-        pass  # a read-only home: decode each time
-    return array
+    """(N, 1, 95, 95) uint8, decoded once per set of files (``data.decode_cached``)."""
+    return decode_cached("plankton", files, (1, SIDE, SIDE), lambda path: fit_image(path)[None])
 
 
 def load_plankton(data_root: str | Path | None, download: bool = False) -> MnistSplits:

@@ -6,8 +6,8 @@ cannot honour with one line naming the allowed values, using the shape arithmeti
 ``architectures`` so that no torch shape error ever reaches a user.
 
 ``DATASETS`` is the MNIST distortion family that studies sweep; ``DEEP_DATASETS`` are the harder
-datasets of the ICPR study (SVHN, PlanktonSet) with their deeper networks. Every function here takes
-either kind; ``ALL_DATASETS`` lists both.
+datasets of the ICPR study (SVHN, multi-digit SVHN, PlanktonSet) with their deeper networks. Every
+function here takes either kind; ``ALL_DATASETS`` lists both.
 """
 
 from __future__ import annotations

@@ -44,8 +44,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", help="fp32, or bf16 (autocast of the forward pass)")
     p.add_argument("--data-root", default=None,
                    help="MNIST family: torchvision MNIST root (default: the embedded subset); svhn: the folder of "
-                        "train_32x32.mat and test_32x32.mat; plankton: a class-per-folder image tree")
-    p.add_argument("--download", action="store_true", help="download MNIST or SVHN into --data-root if missing")
+                        "train_32x32.mat and test_32x32.mat; svhn-multi: the folder of train.csv, test.csv and "
+                        "images/; plankton: a class-per-folder image tree")
+    p.add_argument("--download", action="store_true",
+                   help="download MNIST or SVHN into --data-root if missing (svhn-multi and plankton: by hand)")
     p.add_argument("--out", default="runs/train", help="directory for result.json")
     return p
 

@@ -168,6 +168,8 @@ def alignment_table(runs: pd.DataFrame, pair: tuple[str, str]) -> Table:
         columns.append((f"{COLUMN[d]} feature misalignment", d, "feature_misalignment", 1.0, 3))
         if d == "rotated-mnist":
             columns.append(("rotation angle slope", d, "angle_slope", 1.0, 2))
+    if "plankton" in datasets_in(runs) and "rotation_consistency_deg" in runs.columns:  # no pose: turned copies
+        columns.append(("plankton rotation consistency (°)", "plankton", "rotation_consistency_deg", 1.0, 1))
     shown, means, bases = _grid(runs, columns)
     best = _best(means)
     for column in [c for c in means.columns if "slope" in c]:  # a canonicalising ST has slope −1
@@ -176,7 +178,9 @@ def alignment_table(runs: pd.DataFrame, pair: tuple[str, str]) -> Table:
             best.loc[(means[column] + 1).abs().idxmin(), column] = True
     notes = ["Pose SD: pooled within-class SD of the final pose (lower = better aligned). Feature misalignment: "
              "0 = the post-ST feature map of a transformed digit equals that of the original. Angle slope: "
-             "orthogonal regression of predicted on applied rotation (−1 = undoes rotations, 0 = ignores them).",
+             "orthogonal regression of predicted on applied rotation (−1 = undoes rotations, 0 = ignores them). "
+             "Rotation consistency (PlanktonSet): mean deviation mod 180° of the final angles of 17 turned copies of "
+             "each test image (0 = every copy ends on one axis; 47.6 = an ST that does not rotate).",
              *_common_notes(runs, bases)]
     notes += comparison_notes(runs, pair, "pose_sd", 1.0, "pose-SD units")
     notes += [f"angle slope, {n}" for n in comparison_notes(runs, pair, "angle_slope", 1.0, "(slope)")]

@@ -118,6 +118,7 @@ class TrialTracker(tune.Callback):
 
 ARTIFACT_FILES = ("angle_plot.png", "aligned_examples.png", "figures.npz", "model.pt", "model_spec.json")
 END_METRICS = ("test_error", "test_error_sd", "pose_sd", "angle_slope", "angle_intercept", "feature_misalignment",
+               "rotation_consistency_deg",
                "pose_sd_composed", "angle_slope_composed", "angle_intercept_composed", "trial_seconds")
 
 
@@ -138,7 +139,7 @@ def log_final_model(tracking_uri: str, run_id: str, directory: Path) -> None:
     model.load_state_dict(torch.load(directory / "model.pt", map_location="cpu"))
     requirements = [f"torch=={metadata.version('torch')}", f"torchvision=={metadata.version('torchvision')}"]
     side = model.arch.input_side
-    example = np.zeros((1, 1, side, side), dtype=np.float32)
+    example = np.zeros((1, model.arch.in_channels, side, side), dtype=np.float32)
     # mlflow's fluent API needs the global tracking URI, and setting it also sets $MLFLOW_TRACKING_URI:
     # both are put back so a later study or report in this process keeps its own default store
     env_before, uri_before = os.environ.get("MLFLOW_TRACKING_URI"), tracking_utils._tracking_uri
