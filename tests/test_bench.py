@@ -2,7 +2,8 @@
 
 import torch
 
-from study.bench import PerSampleReference, data_speedup, spread, train_vs_bound
+from study.bench.generation import PerSampleReference, data_speedup, spread
+from study.bench.training import deep_step, train_vs_bound
 
 
 def test_reference_pipeline_makes_the_same_kind_of_images(splits):
@@ -27,3 +28,12 @@ def test_data_speedup_and_train_vs_bound_report_positive_ratios(splits):
 
 def test_spread_is_median_and_range():
     assert spread([3.0, 1.0, 2.0, 10.0]) == {"median": 2.5, "min": 1.0, "max": 10.0, "n": 4}
+
+
+def test_the_deeper_networks_step_is_measured_for_every_deep_dataset():
+    from trainables.registry import DEEP_DATASETS
+
+    rows = deep_step(variants=("CNN",), batch=2, steps=2)
+    assert set(rows) == {f"{dataset}/CNN" for dataset in DEEP_DATASETS}
+    for row in rows.values():
+        assert row["step_img_s"] > 0 and row["data_img_s"] > 0 and 0 < row["data_share"] < 1
