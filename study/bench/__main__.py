@@ -46,7 +46,7 @@ def main(argv=None) -> int:
         "data_speedup": lambda: data_speedup(digits, cores=1, repeats=5 if quick else 9),
         "train_vs_bound": lambda: [train_vs_bound(splits, v, 3 if quick else 6, len(digits)) for v in ("CNN", "STN-SL1")],
         "step_options": lambda: step_options(splits, steps=4 if quick else 12),
-        "deep_step": lambda: deep_step(steps=2 if quick else 4),
+        "deep_step": lambda: deep_step(steps=3 if quick else 6),
         "study_overhead": lambda: study_overhead(4, 1000, 2, [0]) if quick else study_overhead(12, 4000, 4, [0]),
         "scaling_epoch_s": lambda: scaling(splits) if not quick else {},
     }
