@@ -26,7 +26,18 @@ class ClusterError(RuntimeError):
     """The cluster cannot run this study; the message is one line."""
 
 
+def let_trials_use_prestarted_workers() -> None:
+    """Tune gives every trial actor a runtime env only to set ``PL_DISABLE_FORK`` (for PyTorch Lightning,
+    which no trial uses), and an actor with a runtime env cannot take the workers Ray pre-starts: the
+    first trials waited ~1.7 s for new ones. Without it they start on the pre-started workers (a private
+    Tune setting: tests/test_private_apis.py fails when it changes)."""
+    from ray.tune.execution import class_cache
+
+    class_cache.DEFAULT_ENV_VARS.pop("PL_DISABLE_FORK", None)
+
+
 def init_local(num_cpus: int | None = None) -> None:
+    let_trials_use_prestarted_workers()
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=num_cpus, logging_level=logging.WARNING, log_to_driver=False,
                  include_dashboard=False,
@@ -48,6 +59,7 @@ def connect(address: str | None) -> None:
     if target.startswith("ray://"):  # Tune would run the experiment remotely, away from the driver's tracking
         raise ClusterError(f"cluster: Ray Client addresses ({target!r}) are not supported: run the driver on a "
                            f"cluster node (or as the stack's driver container / Job) with --address host:6379")
+    let_trials_use_prestarted_workers()
     if ray.is_initialized():
         return
     host, sep, port = target.removeprefix("ray://").rpartition(":")

@@ -20,7 +20,6 @@ from ray import tune
 from study.prepare import source_root
 from study.trial_schema import hparams
 from trainables.data import data_source, load_data
-from trainables.figures import write_trial_figures
 from trainables.loop import TrainConfig, train
 
 STATE_FILE, MODEL_FILE, SPEC_FILE = "state.pt", "model.pt", "model_spec.json"
@@ -89,6 +88,8 @@ def train_cell(config: dict) -> None:
         return
     final = {**result.metrics, "outcome": "completed", "node_id": _node_id()}
     with tempfile.TemporaryDirectory() as directory:
+        from trainables.figures import write_trial_figures  # matplotlib: not on the way to a trial's first epoch
+
         write_trial_figures(directory, result.figures, result.metrics, f"{config['cell']} ({config['stage']})")
         torch.save({"final": result.metrics, "epoch": cfg.epochs}, Path(directory) / STATE_FILE)
         if config.get("stage") == "final":

@@ -63,6 +63,14 @@ def digits(splits):
 
 
 @pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL 15 server on loopback, shared by the tests that track or record into it."""
+    server = LocalPostgres().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def ray_local(tmp_path_factory):
     """A real local Ray instance with 2 CPUs, shared by the study tests."""
     import ray

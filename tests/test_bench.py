@@ -37,3 +37,16 @@ def test_the_deeper_networks_step_is_measured_for_every_deep_dataset():
     assert set(rows) == {f"{dataset}/CNN" for dataset in DEEP_DATASETS}
     for row in rows.values():
         assert row["step_img_s"] > 0 and row["data_img_s"] > 0 and 0 < row["data_share"] < 1
+
+
+def test_the_schedule_floor_is_the_work_per_slot_or_the_longest_search_then_final_chain():
+    from study.bench.overhead import schedule_floor
+
+    # work-bound: 4 equal trials of one cell's search on 2 slots, no final
+    assert schedule_floor([("a", "search", 10.0)] * 4, 2) == 20.0
+    # chain-bound: b's two 30 s searches need 30 s on 2 slots, then its 30 s final: 60 > (60 + 30 + 4) / 2
+    trials = [("a", "search", 2.0), ("a", "final", 2.0), ("b", "search", 30.0), ("b", "search", 30.0),
+              ("b", "final", 30.0)]
+    assert schedule_floor(trials, 2) == 60.0
+    # one slot: everything in a row
+    assert schedule_floor(trials, 1) == 94.0

@@ -47,13 +47,6 @@ def compose_mlflow_command(postgres: LocalPostgres, artifacts: Path):
 
 
 @pytest.fixture(scope="module")
-def postgres():
-    server = LocalPostgres().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory, postgres):
     """The stack's MLflow server command on a real Postgres: every cluster test tracks into it."""
     artifacts = tmp_path_factory.mktemp("artifacts")

@@ -1,7 +1,9 @@
 """``--storage-path s3://…`` end to end against a real S3-compatible server on loopback: a study is launched,
 SIGKILLed, listed and resumed from other working directories, and ends with exactly its configured trials;
-everything of the study is in the bucket and nothing in a local ``s3:`` folder."""
+then extended, stopped with Ctrl-C and resumed again; everything of the study is in the bucket and nothing in a
+local ``s3:`` folder."""
 
+import json
 import os
 import signal
 import subprocess
@@ -97,3 +99,23 @@ def test_a_study_on_s3_is_killed_and_resumed_from_elsewhere_with_exactly_its_tri
     row = [line for line in listed.stdout.splitlines() if study_id in line][0]
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == "finished" and cells[3:5] == ["1", "3"], listed.stdout  # status, cells, trials
+
+    # extended by two trials per cell, stopped with Ctrl-C in the first of them, resumed: exactly 5 search trials
+    logged = epochs_logged(tracking, "objects")
+    proc = launch(first, s3, tracking, "--resume", study_id, "--trials-per-cell", "5", wait=False)
+    deadline = time.time() + 300
+    while epochs_logged(tracking, "objects") <= logged:  # a new trial's first epoch
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()[-3000:]
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and f"--resume {study_id}" in out, out[-3000:]
+    saved = json.loads(StudyDir(f"s3://{s3.bucket}/studies", study_id).read_text("study.json"))
+    assert "trials_per_cell: 5" in saved["config_yaml"]  # the extension is the study's now, in the bucket
+    code, out = launch(second, s3, tracking, "--resume", study_id)
+    assert code == 0, out[-3000:]
+    frame = load_study(MlflowClient(tracking), "objects").runs
+    assert (frame["stage"] == "search").sum() == 5 and not (frame["status"] == "RUNNING").any()
+    journal = optuna.storages.JournalStorage(ObjectJournalBackend(StudyDir(f"s3://{s3.bucket}/studies", study_id)))
+    trials = optuna.load_study(study_name=f"{study_id}/rotated-mnist/CNN", storage=journal).trials
+    assert len([t for t in trials if not t.user_attrs.get("lost")]) == 5

@@ -44,3 +44,16 @@ def test_mlflow_keeps_its_global_tracking_uri_where_it_is_put_back():
     from mlflow.tracking._tracking_service import utils
 
     assert hasattr(utils, "_tracking_uri")
+
+
+def test_tune_trial_actors_get_no_runtime_env_once_its_lightning_variable_is_dropped():
+    """study.cluster.let_trials_use_prestarted_workers: trial actors can start on Ray's pre-started workers."""
+    from ray.tune.execution import class_cache
+
+    from study.cluster import let_trials_use_prestarted_workers
+
+    assert "DEFAULT_ENV_VARS" in inspect.getsource(class_cache._ActorClassCache.get)
+    let_trials_use_prestarted_workers()
+    assert "PL_DISABLE_FORK" not in class_cache.DEFAULT_ENV_VARS
+    env = {k: v for k, v in class_cache.DEFAULT_ENV_VARS.items()}
+    assert not env, env  # anything else Tune adds would bring the runtime env (and the slow start) back

@@ -151,3 +151,23 @@ def test_a_storage_that_is_not_a_database_url_is_refused():
         config(optuna_storage="/tmp/optuna.journal")
     with pytest.raises(ConfigError, match="optuna_storage: must not hold a password .* set PGPASSWORD"):
         config(optuna_storage="postgresql://mlflow:pw@db:5432/optuna")
+
+
+def test_a_postgres_database_holds_the_record_and_a_resumed_driver_reads_it(postgres, tmp_path, monkeypatch):
+    """The compose stack's way: a database of its own on the stack's Postgres, the password from PGPASSWORD."""
+    import os
+
+    postgres._as_postgres(f"{postgres.BIN}/createdb", "-h", "127.0.0.1", "-p", str(postgres.port), "-U", "mlflow",
+                          "optuna_record", env={**os.environ, "PGPASSWORD": postgres.password})
+    monkeypatch.setenv("PGPASSWORD", postgres.password)
+    url = f"postgresql://mlflow@127.0.0.1:{postgres.port}/optuna_record"
+    searcher = PerCellSearcher(config(variants=["CNN"], optuna_storage=url), tmp_path / STUDY)
+    searcher.suggest("a")
+    run_trial(searcher, "a", [0.5, 0.4])
+    searcher.suggest("b")  # running when the driver dies
+    resumed = PerCellSearcher(config(variants=["CNN"], optuna_storage=url), tmp_path / STUDY)
+    resumed.start_new_run()
+    study = optuna.load_study(study_name=f"{STUDY}/rotated-mnist/CNN", storage=url)
+    assert study.best_value == 0.4 and study.best_trial.intermediate_values == {1: 0.5, 2: 0.4}
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]  # the lost one, not counted
+    assert not (tmp_path / STUDY / JOURNAL_FILE).exists()
