@@ -39,14 +39,20 @@ def test_the_deeper_networks_step_is_measured_for_every_deep_dataset():
         assert row["step_img_s"] > 0 and row["data_img_s"] > 0 and 0 < row["data_share"] < 1
 
 
-def test_the_schedule_floor_is_the_work_per_slot_or_the_longest_search_then_final_chain():
+def test_the_schedule_floor_is_the_best_order_of_whole_trials_with_finals_after_their_search():
     from study.bench.overhead import schedule_floor
 
-    # work-bound: 4 equal trials of one cell's search on 2 slots, no final
+    # 4 equal search trials on 2 slots: two rounds
     assert schedule_floor([("a", "search", 10.0)] * 4, 2) == 20.0
-    # chain-bound: b's two 30 s searches need 30 s on 2 slots, then its 30 s final: 60 > (60 + 30 + 4) / 2
+    # b's final waits for both its searches (30 s on 2 slots), a's trials fill the gaps: 30 + 30
     trials = [("a", "search", 2.0), ("a", "final", 2.0), ("b", "search", 30.0), ("b", "search", 30.0),
               ("b", "final", 30.0)]
     assert schedule_floor(trials, 2) == 60.0
-    # one slot: everything in a row
-    assert schedule_floor(trials, 1) == 94.0
+    assert schedule_floor(trials, 1) == 94.0  # one slot: everything in a row
+    # worked by hand: C0 searches 66 s and a final 66 s, CNN searches 30 s and a final 30 s, 4 + 1 each, on
+    # 2 slots. The work per slot is 240 s, but trials do not split: the best is slot A = C0, CNN, C0, CNN, CNN,
+    # CNN final (0-66-96-162-192-222-252) beside slot B = C0, C0, CNN, C0 final (0-66-132-162-228): 252 s
+    bench = [("C0", "search", 66.0)] * 4 + [("C0", "final", 66.0)] + [("CNN", "search", 30.0)] * 4 + [
+        ("CNN", "final", 30.0)]
+    assert schedule_floor(bench, 2) == 252.0
+    assert schedule_floor(bench, 2, most_orders=1) == 240.0  # too many orders: the lower bound instead

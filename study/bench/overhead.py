@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 
@@ -15,9 +16,10 @@ def study_overhead(epochs: int, train_size: int, trials_per_cell: int, final_see
     share of slot time spent inside training epochs.
 
     Part of the idle slot time belongs to the workload, not to the tool: a cell's final runs cannot
-    start before its last search trial ends. ``schedule_floor_s`` is the shortest time any scheduler
-    could run these trials on these slots (``schedule_floor``), and ``overhead_beyond_floor`` the
-    share of wall time beyond it — start-up, trial wrap-up and scheduling choices.
+    start before its last search trial ends, and trials do not split. ``schedule_floor_s`` is the
+    shortest time in which a scheduler that knew every trial's time could have run them on these
+    slots (``schedule_floor``), and ``overhead_beyond_floor`` the share of wall time beyond it:
+    start-up, trial wrap-up and our scheduler's choices.
     """
     from mlflow.tracking import MlflowClient
 
@@ -57,20 +59,60 @@ def study_overhead(epochs: int, train_size: int, trials_per_cell: int, final_see
             "share_startup": first_start / wall,
             "share_trial_wrap": (in_tune - work) / (wall * slots),
             "share_idle_slots": (wall * slots - in_tune - first_start * slots) / (wall * slots),
-            "schedule_floor_s": floor, "overhead_beyond_floor": 1 - floor / wall}
+            "schedule_floor_s": floor, "overhead_beyond_floor": 1 - floor / wall,
+            "trial_seconds": [[c, stage, t] for c, stage, t in zip(runs["cell"], runs["stage"], seconds)]}
 
 
-def schedule_floor(trials: list[tuple[str, str, float]], slots: int) -> float:
-    """A lower bound on the time any scheduler needs for (cell, stage, seconds) trials on ``slots`` slots.
+def schedule_floor(trials: list[tuple[str, str, float]], slots: int, most_orders: int = 20_000) -> float:
+    """The shortest time in which these (cell, stage, seconds) trials could have run on ``slots`` slots.
 
-    All the work must fit on the slots (Σ seconds / slots), and each cell's final runs start only after
-    all of its search trials: at least max(its longest search trial, its search work / slots) plus its
-    longest final run.
+    A clairvoyant scheduler that knew every trial's time: each order in which the cells' trials can
+    start (a cell's search trials before its final runs, which wait for the last of them) is placed
+    greedily on the earliest free slot, and the shortest total is kept. With more orders than
+    ``most_orders`` it falls back to a lower bound: the work per slot, or a cell's search then final.
     """
-    bound = sum(s for _, _, s in trials) / slots
-    for cell in {c for c, _, _ in trials}:
-        search = [s for c, stage, s in trials if c == cell and stage == "search"]
-        final = [s for c, stage, s in trials if c == cell and stage == "final"]
-        chain = max(max(search, default=0.0), sum(search) / slots) + max(final, default=0.0)
-        bound = max(bound, chain)
+    queues = {}
+    for cell, stage, seconds in sorted(trials, key=lambda t: t[1] != "search"):  # search first, stable
+        queues.setdefault(cell, []).append((stage, seconds))
+    if _orders(queues) > most_orders:
+        return _lower_bound(queues, slots)
+    best = float("inf")
+    for order in _interleavings({c: len(q) for c, q in queues.items()}):
+        free, taken, search_end = [0.0] * slots, dict.fromkeys(queues, 0), dict.fromkeys(queues, 0.0)
+        for cell in order:
+            stage, seconds = queues[cell][taken[cell]]
+            taken[cell] += 1
+            slot = min(range(slots), key=free.__getitem__)
+            start = max(free[slot], search_end[cell] if stage == "final" else 0.0)
+            free[slot] = start + seconds
+            if stage == "search":
+                search_end[cell] = max(search_end[cell], free[slot])
+        best = min(best, max(free))
+    return best
+
+
+def _orders(queues: dict) -> int:
+    count, placed = 1, 0
+    for queue in queues.values():
+        placed += len(queue)
+        count *= math.comb(placed, len(queue))
+    return count
+
+
+def _interleavings(left: dict):
+    if not any(left.values()):
+        yield []
+        return
+    for cell, n in left.items():
+        if n:
+            for rest in _interleavings({**left, cell: n - 1}):
+                yield [cell, *rest]
+
+
+def _lower_bound(queues: dict, slots: int) -> float:
+    bound = sum(s for q in queues.values() for _, s in q) / slots
+    for queue in queues.values():
+        search = [s for stage, s in queue if stage == "search"]
+        final = [s for stage, s in queue if stage == "final"]
+        bound = max(bound, max(max(search, default=0.0), sum(search) / slots) + max(final, default=0.0))
     return bound
