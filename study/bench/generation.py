@@ -66,6 +66,15 @@ def images_per_second(run, n: int) -> float:
     return n / (time.perf_counter() - started)
 
 
+def repeated_rate(one_pass, n: int, min_seconds: float = 0.25) -> float:
+    """Images per second over as many seeded passes as last ``min_seconds``: one short pass is mostly noise."""
+    passes, started = 0, time.perf_counter()
+    while passes == 0 or time.perf_counter() - started < min_seconds:
+        one_pass(passes)
+        passes += 1
+    return n * passes / (time.perf_counter() - started)
+
+
 def spread(values) -> dict:
     """Median and range of repeated measurements (what the README quotes)."""
     values = sorted(values)
@@ -93,11 +102,8 @@ def data_speedup(digits: torch.Tensor, cores: int = 1, repeats: int = 7, min_sec
             reference_rate = lambda: images_per_second(lambda: [None for _ in loader], len(digits))  # noqa: E731
 
             def ours_rate(seed: int) -> float:
-                passes, started = 0, time.perf_counter()
-                while passes == 0 or time.perf_counter() - started < min_seconds:
-                    _ = [None for _ in stream.batches(seed + passes)]
-                    passes += 1
-                return passes * len(digits) / (time.perf_counter() - started)
+                return repeated_rate(lambda k: [None for _ in stream.batches(seed + k)], len(digits), min_seconds)
+
             ours_rate(1000 * repeats), reference_rate()  # warm-up; the reference's workers start here
             pairs = [(reference_rate(), ours_rate(1000 * seed)) for seed in range(repeats)]  # pair order: ref, ours
             out[dataset] = {"ours_img_s": spread(o for _, o in pairs), "reference_img_s": spread(r for r, _ in pairs),

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from study.bench.generation import images_per_second
+from study.bench.generation import images_per_second, repeated_rate
 from trainables import metrics
 from trainables.augment import train_distortion
 from trainables.data import DistortedStream
@@ -99,15 +99,6 @@ def scaling(splits) -> dict:
             result = train(cfg, splits=splits, evaluate_at_end=False)
             rows[f"{dataset}/{size}"] = result.history[0]["epoch_seconds"]
     return rows
-
-
-def repeated_rate(one_pass, n: int, min_seconds: float = 0.25) -> float:
-    """Images per second over as many seeded passes as last ``min_seconds``: one short pass is mostly noise."""
-    passes, started = 0, time.perf_counter()
-    while passes == 0 or time.perf_counter() - started < min_seconds:
-        one_pass(passes)
-        passes += 1
-    return n * passes / (time.perf_counter() - started)
 
 
 def deep_step(variants=("CNN", "STN-SL2"), batch: int = 16, steps: int = 6) -> dict:
