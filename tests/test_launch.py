@@ -164,7 +164,11 @@ def test_each_cells_search_opens_in_optuna_dashboard(study):
     study_id, uri, runs = study
     journal = Path(uri.removeprefix("sqlite:///")).parent / "tune" / study_id / "optuna.journal"
     port = free_port()
-    dashboard = subprocess.Popen([Path(sys.executable).parent / "optuna-dashboard", str(journal), "--host",
+    # the installed command's entry point, run by this interpreter: its script need not sit beside it (a venv
+    # that sees the system's packages has it in the system's bin)
+    command = ("import sys; from importlib.metadata import entry_points; "
+               "sys.exit(entry_points(group='console_scripts', name='optuna-dashboard')[0].load()())")
+    dashboard = subprocess.Popen([sys.executable, "-c", command, str(journal), "--host",
                                   "127.0.0.1", "--port", str(port), "--quiet"],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
