@@ -154,12 +154,13 @@ def run(cfg: StudyConfig, quiet: bool = False, max_hours: float | None = None, c
         address: str | None = None) -> str:
     """Run the study end to end and return its study id. Raises ConfigError / DataError / TrackingError."""
     from study.lock import driver_lock
-    from study.runner import StudyRunner
     from study.setup import StudySetup
 
     setup = StudySetup(cfg, quiet=quiet, max_hours=max_hours, cluster_address=address, use_cluster=cluster)
     with graceful_stop():  # SIGTERM / SIGHUP: like Ctrl-C
-        state = setup.start()
+        state = setup.start()  # before the runner's imports: MLflow's are made beside ray.init (study.setup)
+        from study.runner import StudyRunner
+
         with driver_lock(lock_dir(setup.directory), state.study_id):
             return StudyRunner(setup).execute()
 

@@ -12,8 +12,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from mlflow.tracking import MlflowClient
-
 from study import cluster
 from study.config import StudyConfig
 from study.disk import DiskGuard, check_free_space
@@ -21,10 +19,8 @@ from study.signals import STOP
 from study.launch import resolve_tracking_uri
 from study.prepare import prepare, provenance
 from study.paths import StudyDir, artifacts_root, is_remote, new_study_id, storage_root
-from study.tracking.spool import TrackingSpool
 from study.state import StudyState, study_dir
 from study.tracking.store import artifact_root_for, check_tracking_uri, ensure_experiment, provenance_tags, start_parent_run
-from study.tracking.trial_runs import SPOOLS
 
 
 def local_cpus() -> int:
@@ -80,6 +76,8 @@ class StudySetup:
                 raise cluster.ConfigError([f"{field}: {wanted:g} {kind} per trial, but the Ray cluster has {have:g}: "
                                            f"allowed 0 to {have:g}"])
         if make_client:
+            from mlflow.tracking import MlflowClient
+
             self.client = MlflowClient(self.tracking_uri)
 
     def watched_paths(self) -> list[Path]:
@@ -112,11 +110,12 @@ class StudySetup:
         if self.use_cluster:  # every cluster check passes before MLflow is written to
             self.connect()
             experiment_id = ensure_experiment(self.client, self.cfg.name, artifact_root)
-        else:  # the local store (~2.5 s: its imports and a new sqlite file's schema) is set up while Ray starts
+        else:  # the local store (~4 s: MLflow's imports and a new sqlite file's schema) is set up while Ray starts
             check_tracking_uri(self.tracking_uri)
 
-            def open_store():  # the store's imports and the client are made in the thread: they are the slow part
+            def open_store():  # MLflow is first imported here, not before ray.init: ray.init mostly waits on its processes
                 import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - 0.6-1 s that ray.init need not wait for
+                from mlflow.tracking import MlflowClient
 
                 client = MlflowClient(self.tracking_uri)
                 return client, ensure_experiment(client, self.cfg.name, artifact_root)
@@ -154,6 +153,9 @@ class StudySetup:
         self.say(f"resuming study {state.study_id} (tracking {self.tracking_uri}, storage {self.storage})")
 
     def open_spool(self) -> None:
+        from study.tracking.spool import TrackingSpool
+        from study.tracking.trial_runs import SPOOLS
+
         local = self.directory.local  # with object storage the journal of updates stays on this machine
         where = local / "tracking-spool" if local is not None else artifacts_root() / "spool" / self.state.study_id
         self.spool = TrackingSpool(self.tracking_uri, where, self.state.experiment_id, self.state.study_id,

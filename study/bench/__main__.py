@@ -73,7 +73,8 @@ def main(argv=None) -> int:
         print(f"study   {s['trials']} trials of {s['mean_trial_s']:.0f}s  wall {s['wall_s']:.0f}s  trial work "
               f"{s['trial_work_s']:.0f}s over {s['slots']} slots  overhead {s['study_overhead']:.2f}  "
               f"(epochs {s['epoch_share']:.0%} of slot time); first trial at {s['first_trial_start_s']:.1f}s; "
-              f"beyond the schedule floor of {s['schedule_floor_s']:.0f}s: {s['overhead_beyond_floor']:.3f}")
+              f"beyond the schedule floor of {s['schedule_floor_s']:.0f}s: {s['overhead_beyond_floor']:.3f} "
+              f"(the floor itself leaves {s['share_floor_idle']:.3f} of slot time idle)")
     text = json.dumps(result, indent=2)
     if args.out:
         Path(args.out).write_text(text)

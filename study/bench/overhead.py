@@ -18,8 +18,9 @@ def study_overhead(epochs: int, train_size: int, trials_per_cell: int, final_see
     Part of the idle slot time belongs to the workload, not to the tool: a cell's final runs cannot
     start before its last search trial ends, and trials do not split. ``schedule_floor_s`` is the
     shortest time in which a scheduler that knew every trial's time could have run them on these
-    slots (``schedule_floor``), and ``overhead_beyond_floor`` the share of wall time beyond it:
-    start-up, trial wrap-up and our scheduler's choices.
+    slots (``schedule_floor``), ``share_floor_idle`` the slot time that schedule still leaves idle, and
+    ``overhead_beyond_floor`` the share of wall time beyond it: start-up, trial wrap-up and our
+    scheduler's choices.
     """
     from mlflow.tracking import MlflowClient
 
@@ -60,6 +61,8 @@ def study_overhead(epochs: int, train_size: int, trials_per_cell: int, final_see
             "share_trial_wrap": (in_tune - work) / (wall * slots),
             "share_idle_slots": (wall * slots - in_tune - first_start * slots) / (wall * slots),
             "schedule_floor_s": floor, "overhead_beyond_floor": 1 - floor / wall,
+            # the workload's own idle: slot time that even the floor's schedule leaves without a trial
+            "share_floor_idle": 1 - work / (floor * slots),
             "trial_seconds": [[c, stage, t] for c, stage, t in zip(runs["cell"], runs["stage"], seconds)]}
 
 

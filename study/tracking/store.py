@@ -8,8 +8,10 @@ import urllib.error
 import urllib.request
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mlflow.tracking import MlflowClient
+if TYPE_CHECKING:  # MLflow's imports (~1.5 s) are made where a client is made: beside ray.init, not before it
+    from mlflow.tracking import MlflowClient
 
 SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql")
 PACKAGES = ("torch", "torchvision", "ray", "optuna", "mlflow", "stn-study")
