@@ -47,11 +47,11 @@ def study_overhead(epochs: int, train_size: int, trials_per_cell: int, final_see
                    for rid in runs["run_id"]]
         floor = schedule_floor(list(zip(runs["cell"], runs["stage"], seconds)), cfg.max_concurrent_trials)
         infos = [client.get_run(rid).info for rid in runs["run_id"]]
-        first_start = min(i.start_time for i in infos) / 1000 - started_epoch
-        last_end = max(i.end_time for i in infos) / 1000 - started_epoch
-        in_tune = sum(i.end_time - i.start_time for i in infos) / 1000  # Tune's trial start to trial end
+        # each trial's MLflow run start and end, seconds into the study: the real schedule, beside the floor's
         timeline = sorted(([c, stage, i.start_time / 1000 - started_epoch, i.end_time / 1000 - started_epoch]
                            for c, stage, i in zip(runs["cell"], runs["stage"], infos)), key=lambda row: row[2])
+        first_start, last_end = timeline[0][2], max(row[3] for row in timeline)
+        in_tune = sum(end - start for _, _, start, end in timeline)  # Tune's trial start to trial end
     slots = cfg.max_concurrent_trials
     return {"wall_s": wall, "trial_work_s": work, "epoch_s": epochs_s, "slots": slots, "trials": len(runs),
             "mean_trial_s": work / max(1, len(runs)), "study_overhead": 1 - work / (wall * slots),
@@ -66,7 +66,6 @@ def study_overhead(epochs: int, train_size: int, trials_per_cell: int, final_see
             # the workload's own idle: slot time that even the floor's schedule leaves without a trial
             "share_floor_idle": 1 - work / (floor * slots),
             "trial_seconds": [[c, stage, t] for c, stage, t in zip(runs["cell"], runs["stage"], seconds)],
-            # each trial's MLflow run start and end, seconds into the study: the real schedule, to set beside the floor's
             "trial_timeline": timeline}
 
 
