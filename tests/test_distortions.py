@@ -110,29 +110,24 @@ def test_scaled_render_equals_the_bilinear_warp_it_replaces(splits):
     assert torch.allclose(distortion.render(digits, scales), expected, atol=1e-5)
 
 
-def test_scaled_clutter_is_bilinear_sampling_of_the_crop(splits):
-    """Each clutter tile is the 6×6 crop sampled bilinearly at scale s (checked against grid_sample)."""
+def test_scaled_clutter_is_the_authors_resized_crop_pasted_the_obvious_way(splits):
+    """Each patch is a 6×6 crop resized by ``F.interpolate`` to 2s × 2s (s in 1..9, shrunk to fit),
+    centred at its drawn position and added: the authors' loop, replayed per patch."""
     distortion, n = make_distortion("scaled-mnist"), 4
     pool = splits.train_x[:50].float() / 255.0
-    scales = torch.tensor([0.5, 1.3, 2.2, 4.0])
     canvas = torch.zeros(n, 112, 112)
     gen = generator(5, "cpu")
-    distortion._add_clutter(canvas, scales, pool, generator(5, "cpu"))
-    # replay the same draws and build the tiles the slow, obvious way
-    k, tile = distortion.clutter, 24
-    source = pool[torch.randint(0, 50, (n * k,), generator=gen)][:, None]
-    crop = torch.randint(0, 28 - 6 + 1, (n * k, 2), generator=gen).float()
-    where = torch.randint(0, 112 - tile + 1, (2, n, k), generator=gen)
-    s = scales.repeat_interleave(k)[:, None]
-    pix = (torch.arange(tile) + 0.5)[None, :] / s
-    grid = torch.stack(torch.broadcast_tensors(((crop[:, 1:2] + pix) / 14 - 1)[:, None, :],
-                                               ((crop[:, 0:1] + pix) / 14 - 1)[:, :, None]), dim=-1)
-    tiles = torch.nn.functional.grid_sample(source, grid, mode="bilinear", align_corners=False)[:, 0]
-    inside = pix < 6
-    tiles = (tiles * (inside[:, :, None] & inside[:, None, :])).view(n, k, tile, tile)
+    distortion._add_clutter(canvas, pool, generator(5, "cpu"))
+    k = distortion.clutter
+    pick = torch.randint(0, 50, (n * k,), generator=gen)
+    crop = torch.randint(0, 28 - 6 + 1, (n * k, 2), generator=gen)
+    centre = torch.randint(0, 112 - 4, (n * k, 2), generator=gen) + 2
+    half = torch.randint(0, 9, (n * k,), generator=gen) + 1
     expected = torch.zeros(n, 112, 112)
-    for b in range(n):
-        for j in range(k):
-            top, left = where[0, b, j], where[1, b, j]
-            expected[b, top:top + tile, left:left + tile] += tiles[b, j]
+    for i in range(n * k):
+        (cy, cx), s = centre[i].tolist(), int(half[i])
+        s = min(s, 112 - max(cy, cx), min(cy, cx))
+        patch = pool[pick[i], crop[i, 0]:crop[i, 0] + 6, crop[i, 1]:crop[i, 1] + 6]
+        resized = torch.nn.functional.interpolate(patch[None, None], size=(2 * s, 2 * s), mode="bilinear")[0, 0]
+        expected[i // k, cy - s:cy + s, cx - s:cx + s] += resized
     assert torch.allclose(canvas, expected, atol=1e-5)

@@ -58,8 +58,8 @@ def test_lr_drops_tenfold_at_each_milestone(splits):
 
 
 def test_lr_multipliers_apply_to_localisation_and_pre_st_layers():
-    model = STNClassifier("rotated-mnist", "STN-DL1")
-    optimizer = build_optimizer(model, small(variant="STN-DL1", lr=0.01, loc_lr_mult=0.1, pre_st_lr_mult=2.0))
+    model = STNClassifier("rotated-mnist", "STN-SL1")
+    optimizer = build_optimizer(model, small(variant="STN-SL1", lr=0.01, loc_lr_mult=0.1, pre_st_lr_mult=2.0))
     lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
     assert lrs == pytest.approx({"localisation": 0.001, "pre_st": 0.02, "classifier": 0.01})
     n = sum(p.numel() for g in optimizer.param_groups for p in g["params"])

@@ -9,7 +9,8 @@ import torch
 from trainables import metrics, st
 from trainables.data import generator
 from trainables.distortions import make_distortion
-from trainables.evaluate import eq1_residuals, feature_misalignment, stride_at_depth
+from trainables.architectures import stride_after_blocks
+from trainables.evaluate import eq1_residuals, feature_misalignment
 from trainables.models import STNClassifier
 from trainables.registry import DATASETS
 
@@ -83,7 +84,7 @@ def test_eq1_translation_realigns_and_quarter_turns_do_not(splits):
         assert residuals[f"eq1_residual_translation_d{depth}"] < 1e-6
         assert residuals[f"eq1_residual_rotation_d{depth}"] > 0.1
         assert residuals[f"eq1_residual_scale_d{depth}"] > 0.1
-    assert stride_at_depth(model, 1) == 2 and stride_at_depth(model, 2) == 4
+    assert stride_after_blocks(model.arch, 1) == 2 and stride_after_blocks(model.arch, 2) == 4
 
 
 def test_eq1_rotation_invariant_filters_realign_under_rotation(splits):

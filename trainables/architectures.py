@@ -13,11 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 # A layer is a tuple: ("conv", out_channels, kernel) (valid) | ("conv_same", out_channels, kernel) (zero
-# padding kernel // 2, side kept) | ("pool",) (2×2) | ("pool_if_gt", side) | ("pool3",) (3×3, stride 2,
+# padding kernel // 2, side kept) | ("pool",) (2×2) | ("pool_if_map_gt", side) | ("pool3",) (3×3, stride 2,
 # the plankton net's overlapping pool) | ("pool3_if_gt", side) | ("relu",) | ("lrelu",) (slope 1/3)
 # | ("dropout", p) | ("down2",) (×0.5 area downsample) | ("down2_if_eq", side) | ("fc", width) and
 # ("fc_lrelu", width) (flatten, linear, then ReLU / leaky ReLU). A conditional layer applies when the
-# stack's *input* side satisfies it, so one head serves every depth.
+# stack's *input* side satisfies it, so one head serves every depth — except ("pool_if_map_gt", side),
+# which tests the map that reaches it (the authors' translated head decides after its second conv).
 Layer = tuple
 LEAKY_SLOPE = 1 / 3  # the plankton network's leaky ReLU (authors' code)
 
@@ -56,8 +57,9 @@ ARCHITECTURES: dict[str, Architecture] = {
         input_side=28,
         st_output_scale=1.0,
         classifier_blocks=_MNIST_BLOCKS,
-        head=(("conv", 20, 5), ("pool_if_gt", 20), ("relu",), ("conv", 20, 5), ("relu",), ("fc", 20)),
-        norm_mean=0.1307,
+        # authors' CNN_middleloc: pool when the map after conv 1 is wider than 20 (depth 0: 24 -> 12; depth 1: 6)
+        head=(("conv", 20, 5), ("pool_if_map_gt", 20), ("relu",), ("conv", 20, 5), ("relu",), ("fc", 20)),
+        norm_mean=0.1307,  # normalised: the authors' evaluation code normalises rotated MNIST's inputs
         norm_std=0.3081,
     ),
     "translated-mnist": Architecture(
@@ -66,11 +68,13 @@ ARCHITECTURES: dict[str, Architecture] = {
         st_output_scale=0.5,
         classifier_blocks=_MNIST_BLOCKS,
         head=(
+            # authors' CNN_translate: the second pool applies when the map after conv 2 is wider than 20,
+            # i.e. at depth 0 (24 -> 12) and not at depth 1 (7 stays 7)
             ("conv", 20, 5), ("pool",), ("relu",), ("conv", 20, 5), ("relu",),
-            ("pool_if_gt", 20), ("fc", 20),
+            ("pool_if_map_gt", 20), ("fc", 20),
         ),
-        norm_mean=0.0363,
-        norm_std=0.1870,
+        # not normalised: the authors' evaluation code states their translated data was not (their
+        # parser's default; their statistics would be 0.0363 / 0.1870)
     ),
     "scaled-mnist": Architecture(
         dataset="scaled-mnist",
@@ -81,8 +85,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             ("down2_if_eq", 112), ("conv", 20, 5), ("pool",), ("relu",), ("conv", 20, 5), ("pool",),
             ("relu",), ("fc", 20),
         ),
-        norm_mean=0.0414,
-        norm_std=0.1751,
+        # not normalised, as the authors' evaluation code reads their scaled models (0.0414 / 0.1751 if it were)
     ),
 }
 
@@ -171,7 +174,7 @@ def layer_output(layer: Layer, channels: int, side: int, input_side: int) -> tup
         return out_channels, side - kernel + 1
     if kind == "conv_same":
         return layer[1], side
-    if kind == "pool" or (kind == "pool_if_gt" and input_side > layer[1]):
+    if kind == "pool" or (kind == "pool_if_map_gt" and side > layer[1]):
         if side < 2:
             raise ShapeError(f"a 2x2 max-pool needs a map of side >= 2, got {side}")
         return channels, side // 2
@@ -209,6 +212,12 @@ def stack_param_count(layers, channels: int, side: int) -> int:
 def st_output_side(arch: Architecture, side: int) -> int:
     """Side of the ST's output for a map of ``side`` (×2 downsampled on translated MNIST)."""
     return max(1, int(round(side * arch.st_output_scale)))
+
+
+def stride_after_blocks(arch: Architecture, depth: int) -> int:
+    """Input pixels between neighbouring cells of the depth-``depth`` map (every pool halves the side)."""
+    pools = ("pool", "pool3")  # 3x3/2 without padding also moves 2 px per cell
+    return 2 ** sum(1 for block in arch.classifier_blocks[:depth] for layer in block if layer[0] in pools)
 
 
 def map_after_blocks(arch: Architecture, depth: int, side: int | None = None) -> tuple[int, int]:

@@ -21,14 +21,22 @@ from trainables import st
 
 CLUTTER_PATCHES = 6
 CLUTTER_SIDE = 6
+CLUTTER_MAX_HALF = 9  # scaled clutter: a crop is resized to 2s × 2s, s uniform in 1..9 (authors' MNIST_noise)
 
 
-def _paste(canvas: torch.Tensor, tiles: torch.Tensor, top: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
-    """Add tiles (B, n, T, T) into canvas (B, S, S) with top-left corners (B, n); returns the canvas."""
+def _paste(canvas: torch.Tensor, tiles: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
+           clip: bool = False) -> torch.Tensor:
+    """Add tiles (B, n, T, T) into canvas (B, S, S) with top-left corners (B, n); returns the canvas.
+
+    ``clip``: a tile may reach past the canvas where its values are zero; those cells are added (as
+    zeros) onto the border instead of out of range.
+    """
     batch, side = canvas.shape[0], canvas.shape[-1]
     span = torch.arange(tiles.shape[-1], device=canvas.device)
     rows = (top[..., None] + span)[..., :, None]
     cols = (left[..., None] + span)[..., None, :]
+    if clip:
+        rows, cols = rows.clamp(max=side - 1), cols.clamp(max=side - 1)
     index = (rows * side + cols).reshape(batch, -1)
     canvas.view(batch, -1).scatter_add_(1, index, tiles.reshape(batch, -1))
     return canvas
@@ -153,7 +161,7 @@ class Translated(Distortion):
             rows = (crop_top[:, None] + span)[:, :, None]
             cols = (crop_left[:, None] + span)[:, None, :]
             patches = source[torch.arange(n, device=device)[:, None, None], rows, cols]
-            where = _randint(self.side - CLUTTER_SIDE + 1, (2, batch, self.clutter), gen, device)
+            where = _randint(self.side - CLUTTER_SIDE, (2, batch, self.clutter), gen, device)  # authors: [0, 54)
             _paste(canvas, patches.view(batch, self.clutter, CLUTTER_SIDE, CLUTTER_SIDE), where[0], where[1])
         return canvas.clamp_(max=1.0)[:, None]
 
@@ -185,29 +193,33 @@ class Scaled(Distortion):
         resample = _bilinear_rows(((y_out[None, :] * (self.side / 28.0 / scales)[:, None] + 1) * 28 - 1) / 2, 28)
         canvas = resample @ digits @ resample.transpose(1, 2)
         if self.clutter and pool is not None and gen is not None:
-            self._add_clutter(canvas, scales, pool, gen)
+            self._add_clutter(canvas, pool, gen)
         return canvas.clamp_(max=1.0)[:, None]
 
-    def _add_clutter(self, canvas, scales, pool, gen):
-        """6×6 crops of random digits, scaled like the digit, pasted at random positions.
+    def _add_clutter(self, canvas, pool, gen):
+        """The authors' scaled clutter: 6 crops of 6×6 from random training digits, each resized to
+        2s × 2s with s a uniform integer in 1..9 *independent of the digit's scale*, centred at a
+        uniform integer position in [2, side − 2), s shrunk so the patch stays on the canvas.
 
-        Each crop is sampled bilinearly (as grid_sample would) from the 8×8 window around it — the
-        crop and the one pixel either side its taps reach — with two small batched matmuls.
+        Each crop is resized as ``F.interpolate(mode="bilinear")`` does (coordinates clamped to the
+        crop) by two small batched matmuls into an 18×18 tile whose unused rows and columns are zero.
         """
         batch, device, dtype = canvas.shape[0], canvas.device, canvas.dtype
-        n, tile = batch * self.clutter, int(math.ceil(CLUTTER_SIDE * 2.0**self.high_exp))
+        n, tile = batch * self.clutter, 2 * CLUTTER_MAX_HALF
         pick = _randint(pool.shape[0], (n,), gen, device)
-        crop = _randint(28 - CLUTTER_SIDE + 1, (n, 2), gen, device)  # (top, left)
-        span = torch.arange(-1, CLUTTER_SIDE + 1, device=device)
-        rows, cols = crop[:, 0:1] + span, crop[:, 1:2] + span
-        inside = ((rows >= 0) & (rows < 28))[:, :, None] & ((cols >= 0) & (cols < 28))[:, None, :]
-        flat = pick[:, None, None] * 784 + rows.clamp(0, 27)[:, :, None] * 28 + cols.clamp(0, 27)[:, None, :]
-        window = torch.take(pool, flat).to(dtype) * inside
-        pix = (torch.arange(tile, device=device, dtype=dtype) + 0.5)[None, :] / scales.repeat_interleave(self.clutter)[:, None]
-        sample = _bilinear_rows(torch.where(pix < CLUTTER_SIDE, pix + 0.5, -10.0), CLUTTER_SIDE + 2)  # -10: no taps
-        patches = sample @ window @ sample.transpose(1, 2)
-        where = _randint(self.side - tile + 1, (2, batch, self.clutter), gen, device)
-        _paste(canvas, patches.view(batch, self.clutter, tile, tile), where[0], where[1])
+        crop = _randint(28 - CLUTTER_SIDE + 1, (n, 2), gen, device)  # (top, left) of the 6×6 crop
+        span = torch.arange(CLUTTER_SIDE, device=device)
+        flat = pick[:, None, None] * 784 + (crop[:, 0:1] + span)[:, :, None] * 28 + (crop[:, 1:2] + span)[:, None, :]
+        crops = torch.take(pool, flat).to(dtype)
+        centre = _randint(self.side - 4, (n, 2), gen, device) + 2  # (row, col) in [2, side - 2)
+        half = _randint(CLUTTER_MAX_HALF, (n,), gen, device) + 1
+        half = torch.minimum(half, torch.minimum(self.side - centre.amax(1), centre.amin(1)))
+        out = torch.arange(tile, device=device, dtype=dtype)[None, :]
+        coords = ((out + 0.5) * CLUTTER_SIDE / (2 * half[:, None]) - 0.5).clamp(0, CLUTTER_SIDE - 1)
+        sample = _bilinear_rows(torch.where(out < 2 * half[:, None], coords, -10.0), CLUTTER_SIDE)  # -10: no taps
+        patches = sample @ crops @ sample.transpose(1, 2)
+        corner = (centre - half[:, None]).view(batch, self.clutter, 2)
+        _paste(canvas, patches.view(batch, self.clutter, tile, tile), corner[..., 0], corner[..., 1], clip=True)
 
     def oracle_theta(self, params):
         return st.identity(params.shape[0], params.device, params.dtype) * params[:, None, None]

@@ -16,6 +16,7 @@ import torch
 from trainables import metrics, st
 from trainables.augment import eval_distortion, train_distortion
 from trainables.data import DistortedStream, MnistSplits, generator, stream_seed
+from trainables.architectures import stride_after_blocks
 from trainables.models import STNClassifier
 
 EVAL_SEED = 0  # val/test draws: shared by every trial, independent of the trial seed
@@ -46,7 +47,8 @@ def alignment(kind: str, applied: torch.Tensor, theta: torch.Tensor, labels: tor
 
 
 def validate(model: STNClassifier, splits: MnistSplits, batch_size: int = 500) -> dict[str, float]:
-    """Per-epoch validation: ``val_error``, and for an STN ``val_pose_sd`` / ``val_angle_slope`` (first ST).
+    """Per-epoch validation: ``val_error``, and for an STN ``val_pose_sd`` / ``val_angle_slope`` (first ST)
+    and the spread of θ's parts over the val set (``val_theta_*``, ``metrics.theta_spread``).
 
     One forward pass over the (fixed) distorted val set gives all three, so an epoch's telemetry
     shows whether and when the ST starts to undo the distortion at no extra pass.
@@ -69,21 +71,18 @@ def validate(model: STNClassifier, splits: MnistSplits, batch_size: int = 500) -
         model.train(was_training)
     out = {"val_error": wrong / max(len(splits.val_y), 1)}
     if applied:
-        pose = alignment(distortion.pose_kind, torch.cat(applied), torch.cat(thetas), torch.cat(labels), distortion.side)
+        pose = alignment(distortion.pose_kind, torch.cat(applied), torch.cat(thetas), torch.cat(labels), model.warped_extent)
         out["val_pose_sd"] = pose["pose_sd"]
         if "angle_slope" in pose:
             out["val_angle_slope"] = pose["angle_slope"]
+        if model.st_transform != "translation":  # which directions θ moves in (rotation, scale, shear, shift)
+            out.update({f"val_{k}": v for k, v in metrics.theta_spread(torch.cat(thetas)).items()})
     return out
 
 
 def _stream(images, labels, distortion, batch_size: int, splits: MnistSplits) -> DistortedStream:
     """A fixed evaluation stream; the clutter pool (a float copy of train) only where the generator uses one."""
     return DistortedStream(images, labels, distortion, batch_size, splits.train_x if distortion.needs_pool else None)
-
-
-def stride_at_depth(model: STNClassifier, depth: int) -> int:
-    pools = ("pool", "pool3")  # both halve the side (3x3/2 without padding: exactly for a shift of 2 px)
-    return 2 ** sum(1 for block in model.arch.classifier_blocks[:depth] for layer in block if layer[0] in pools)
 
 
 def _canonical_digits(model: STNClassifier, digits: torch.Tensor) -> tuple[torch.Tensor, object]:
@@ -110,7 +109,7 @@ def eq1_residuals(model: STNClassifier, digits: torch.Tensor) -> dict[str, float
     for depth in model.arch.studied_depths or range(1, len(model.arch.classifier_blocks) + 1):
         for kind in metrics.EQ1_KINDS:
             out[f"eq1_residual_{kind}_d{depth}"] = metrics.eq1_residual(
-                model.classifier_features, images, depth, kind, stride_at_depth(model, depth))
+                model.classifier_features, images, depth, kind, stride_after_blocks(model.arch, depth))
     return out
 
 
@@ -157,12 +156,12 @@ def evaluate(model: STNClassifier, splits: MnistSplits, passes: int = TEST_PASSE
     figures: dict[str, np.ndarray] = {}
     if pose:
         kind, t, y = distortion.pose_kind, torch.cat(applied), torch.cat(labels)
-        result.update(alignment(kind, t, torch.cat(first), y, distortion.side))  # the paper's: the first ST
+        result.update(alignment(kind, t, torch.cat(first), y, model.warped_extent))  # the paper's: the first ST
         if model.spec.iterations > 1:  # what the iterated model actually applies: named apart
-            result.update(alignment(kind, t, torch.cat(composed), y, distortion.side, suffix="_composed"))
+            result.update(alignment(kind, t, torch.cat(composed), y, model.warped_extent, suffix="_composed"))
         if kind == "rotation":
             figures["angle_applied"] = metrics.applied_pose(kind, t).cpu().numpy()
-            figures["angle_predicted"] = metrics.predicted_pose(kind, torch.cat(first), distortion.side).cpu().numpy()
+            figures["angle_predicted"] = metrics.predicted_pose(kind, torch.cat(first), model.warped_extent).cpu().numpy()
         sample = splits.test_x[:MISALIGNMENT_DIGITS]
         result["feature_misalignment"] = feature_misalignment(model, sample)
     if model.spec.has_st and model.dataset in CONSISTENCY_DATASETS:

@@ -209,7 +209,7 @@ def train(cfg: TrainConfig, on_epoch=None, splits: MnistSplits | None = None, re
         if not math.isfinite(train_loss):
             return diverged(f"epoch {epoch + 1}", train_loss)
         seconds = time.perf_counter() - started
-        record = {"epoch": epoch + 1, "train_loss": train_loss, **validate(model, splits),
+        record = {"epoch": epoch + 1, "step": (epoch + 1) * len(stream), "train_loss": train_loss, **validate(model, splits),
                   "images_per_s": seen / seconds, "lr": optimizer.param_groups[-1]["lr"], "epoch_seconds": seconds}
         history.append(record)
         if on_epoch is not None and on_epoch(record, state) == "stop":

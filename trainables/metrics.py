@@ -56,6 +56,30 @@ def predicted_pose(kind: str, theta: torch.Tensor, side: int) -> torch.Tensor:
     raise ValueError(f"unknown pose kind {kind!r}: allowed rotation, translation, scale")
 
 
+def theta_parts(theta: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Split each 2×3 θ into rotation (°), log2 scale, shear and shift (normalised units), per sample.
+
+    The 2×2 part A = S + N: S = [[a, −b], [b, a]] is the best-fitting similarity (angle atan2(b, a),
+    the rotation pose's formula, scale √det) and N = [[c, d], [d, −c]] the rest — shear and
+    anisotropic scaling, measured as |N| / |S|. It shows which of θ's six directions an affine ST
+    moves in: a canonicalising ST spreads its angle over the inputs, a zooming one its scale.
+    """
+    a, b = (theta[:, 0, 0] + theta[:, 1, 1]) / 2, (theta[:, 1, 0] - theta[:, 0, 1]) / 2
+    c, d = (theta[:, 0, 0] - theta[:, 1, 1]) / 2, (theta[:, 0, 1] + theta[:, 1, 0]) / 2
+    det = torch.linalg.det(theta[:, :, :2]).abs().clamp_min(1e-12)
+    return {"angle": torch.rad2deg(torch.atan2(b, a)), "log2_scale": 0.5 * torch.log2(det),
+            "shear": torch.hypot(c, d) / torch.hypot(a, b).clamp_min(1e-12), "shift": theta[:, :, 2].norm(dim=1)}
+
+
+def theta_spread(theta: torch.Tensor) -> dict[str, float]:
+    """SD over inputs of each part of :func:`theta_parts` (shear: RMS): how input-dependent each one is."""
+    parts = theta_parts(theta.double())
+    return {"theta_angle_sd": float(parts["angle"].std(unbiased=False)),
+            "theta_log2_scale_sd": float(parts["log2_scale"].std(unbiased=False)),
+            "theta_shear_rms": float(parts["shear"].pow(2).mean().sqrt()),
+            "theta_shift_sd": float(theta[:, :, 2].double().std(0, unbiased=False).norm())}
+
+
 def pose_sd(final_pose, labels) -> float:
     """Pooled within-class SD: sqrt((1/N) Σ_c Σ_{i∈c} ‖z_i − mean_{j∈c} z_j‖²)."""
     z = np.asarray(final_pose, dtype=np.float64)

@@ -14,7 +14,14 @@ import torch
 from torch import nn
 
 from trainables import st
-from trainables.architectures import LEAKY_SLOPE, layer_output, map_after_blocks, stack_output, st_output_side
+from trainables.architectures import (
+    LEAKY_SLOPE,
+    layer_output,
+    map_after_blocks,
+    stack_output,
+    st_output_side,
+    stride_after_blocks,
+)
 from trainables.registry import ST_TRANSFORMS, architecture, check_variant
 
 
@@ -27,7 +34,7 @@ def build_stack(layers, channels: int, side: int) -> nn.Sequential:
             modules.append(nn.Conv2d(channels, layer[1], layer[2]))
         elif kind == "conv_same":
             modules.append(nn.Conv2d(channels, layer[1], layer[2], padding=layer[2] // 2))
-        elif kind == "pool" or (kind == "pool_if_gt" and input_side > layer[1]):
+        elif kind == "pool" or (kind == "pool_if_map_gt" and side > layer[1]):
             modules.append(nn.MaxPool2d(2))
         elif kind == "pool3" or (kind == "pool3_if_gt" and input_side > layer[1]):
             modules.append(nn.MaxPool2d(3, stride=2))
@@ -47,7 +54,11 @@ def build_stack(layers, channels: int, side: int) -> nn.Sequential:
 
 
 class Localisation(nn.Module):
-    """Head + a zero-initialised parameter layer whose bias is the identity transform."""
+    """Head + a zero-initialised parameter layer, plus the identity transform from a fixed buffer.
+
+    The identity is not the layer's bias (as in the authors' code): with weight decay a decayed bias
+    would pull θ towards the zero transform, a decayed weight and bias pull it towards the identity.
+    """
 
     def __init__(self, head_layers, channels: int, side: int, st_transform: str):
         super().__init__()
@@ -56,11 +67,11 @@ class Localisation(nn.Module):
         width, _ = stack_output(head_layers, channels, side)
         self.params = nn.Linear(width, ST_TRANSFORMS[st_transform])
         nn.init.zeros_(self.params.weight)
-        with torch.no_grad():
-            self.params.bias.copy_(torch.tensor(st.IDENTITY_PARAMS[st_transform]))
+        nn.init.zeros_(self.params.bias)
+        self.register_buffer("identity", torch.tensor(st.IDENTITY_PARAMS[st_transform]))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return st.params_to_matrix(self.st_transform, self.params(self.head(features)))
+        return st.params_to_matrix(self.st_transform, self.params(self.head(features)) + self.identity)
 
 
 @dataclass
@@ -122,6 +133,18 @@ class STNClassifier(nn.Module):
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def warped_extent(self) -> int:
+        """Input pixels that the map the ST warps spans: the unit of a translation pose in pixels.
+
+        θ's shift is in the warped map's normalised units (the map spans [-1, 1]); an input warp spans
+        the canvas, STN-CX's depth-X map spans its side × its stride (52 px for translated STN-C1:
+        the 26-wide map at stride 2). A fixed 60 would make C1's shifts look 15 % larger than they are.
+        """
+        if self.spec.depth is None or self.spec.warps_input:
+            return self.arch.input_side
+        return self.source_shape[1] * stride_after_blocks(self.arch, self.spec.depth)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return (images - self.mean) / self.std
@@ -195,11 +218,16 @@ class STNClassifier(nn.Module):
         return self.forward_details(images).logits
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Parameters split into localisation / pre-ST classifier layers / the rest (for LR multipliers)."""
+        """Parameters split into localisation / pre-ST classifier layers / the rest (for LR multipliers).
+
+        ``pre_st`` holds the classifier blocks that feed the ST: the warped map's blocks in STN-CX and
+        the shared blocks in STN-SLX. STN-DLX's classifier blocks all run after the ST (its
+        localisation reads a copy), so they take the base LR, as in the authors' code.
+        """
         loc = list(self.localisation.parameters()) if self.localisation else []
         if self.loc_trunk is not None:
             loc += list(self.loc_trunk.parameters())
-        depth = self.spec.depth or 0
+        depth = 0 if self.spec.sharing == "copy" else (self.spec.depth or 0)
         pre = [p for block in self.blocks[:depth] for p in block.parameters()]
         seen = {id(p) for p in loc + pre}
         rest = [p for p in self.parameters() if id(p) not in seen]

@@ -63,8 +63,11 @@ def _interrupt(signum, _frame):
 def _fmt(record: dict, epochs: int, elapsed: float) -> str:
     pose = f"  pose SD {record['val_pose_sd']:.3g}" if "val_pose_sd" in record else ""
     slope = f"  slope {record['val_angle_slope']:+.2f}" if "val_angle_slope" in record else ""
-    return (f"epoch {record['epoch']:>3}/{epochs}  loss {record['train_loss']:.4f}  val {100 * record['val_error']:5.2f}%"
-            f"{pose}{slope}  lr {record['lr']:.2g}  {record['images_per_s']:,.0f} img/s  {elapsed:,.0f}s")
+    theta = (f"  θ sd: angle {record['val_theta_angle_sd']:.1f}° log2 scale {record['val_theta_log2_scale_sd']:.3f} "
+             f"shear {record['val_theta_shear_rms']:.3f} shift {record['val_theta_shift_sd']:.3f}"
+             if "val_theta_angle_sd" in record else "")
+    return (f"epoch {record['epoch']:>3}/{epochs} step {record['step']}  loss {record['train_loss']:.4f}  val {100 * record['val_error']:5.2f}%"
+            f"{pose}{slope}{theta}  lr {record['lr']:.2g}  {record['images_per_s']:,.0f} img/s  {elapsed:,.0f}s")
 
 
 def main(argv=None) -> int:
