@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from trainables.registry import ALL_DATASETS, DEEP_DATASETS, ST_TRANSFORMS, VariantError, check_variant
 
-PRESETS = ("smoke", "cpu-demo", "paper", "icpr")
+PRESETS = ("smoke", "quick", "cpu-demo", "paper", "icpr")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ARTIFACTS = PROJECT_ROOT / "mlflow_artifacts"
 FINAL_SEED_LIMIT = 2**20  # final seeds lie below it; search trials' seeds at or above it (study.search.samplers)
@@ -88,6 +88,18 @@ class SearchSpace(Strict):
     weight_decay: Range = Range(low=0.0, high=0.0)
     batch_size: list[int] = Field(default_factory=lambda: [256], min_length=1)
 
+    def loose_fields(self) -> list[str]:
+        """The fields that leave a choice (a range or several options): empty for a fixed recipe."""
+        ranges = [n for n in ("lr", "loc_lr_mult", "momentum", "weight_decay") if getattr(self, n).low != getattr(self, n).high]
+        return [n for n in ("optimizer", "batch_size") if len(getattr(self, n)) > 1] + ranges
+
+    def recipe(self) -> dict:
+        """The one configuration of a fixed space (what ``sample_hparams`` would draw every time)."""
+        optimizer = self.optimizer[0]
+        return {"optimizer": optimizer, "lr": self.lr.low, "loc_lr_mult": self.loc_lr_mult.low,
+                "momentum": self.momentum.low if optimizer == "sgd" else 0.0, "weight_decay": self.weight_decay.low,
+                "batch_size": int(self.batch_size[0])}
+
     @field_validator("lr", "loc_lr_mult")
     @classmethod
     def _positive(cls, value: Range):
@@ -124,7 +136,7 @@ class StudyConfig(Strict):
     extra_cells: list[str] = Field(default_factory=list)  # "<dataset>/<variant>" rows beyond the cross product
     search: SearchSpace = Field(default_factory=SearchSpace)
     overrides: dict[str, SearchSpace] = Field(default_factory=dict)  # by variant or "<dataset>/<variant>"
-    trials_per_cell: int = Field(4, ge=1)
+    trials_per_cell: int = Field(4, ge=0)  # 0: no search, the fixed recipe of ``search`` goes straight to the finals
     epochs: int = Field(10, ge=1)
     final_epochs: int | None = Field(None, ge=1)  # default: epochs
     train_size: int | None = Field(None, ge=1)
@@ -240,6 +252,19 @@ class StudyConfig(Strict):
                       f"downloaded): put its files there by hand"
             raise ValueError(f"data_root: {deep[0]} has no embedded subset: allowed a folder holding {deep[0]}/ "
                              f"(only {mnist} run without one){by_hand}")
+        return self
+
+    @model_validator(mode="after")
+    def _recipe_is_fixed_without_a_search(self):
+        if self.trials_per_cell:
+            return self
+        if not self.final_seeds:
+            raise ValueError("final_seeds: trials_per_cell 0 runs only final runs: give at least one seed")
+        for where, space in [("search", self.search), *((f"overrides.{k}", v) for k, v in self.overrides.items())]:
+            loose = space.loose_fields()
+            if loose:
+                raise ValueError(f"{where}.{loose[0]}: trials_per_cell 0 trains one fixed recipe: give a single "
+                                 f"value (low == high, or a one-item list)")
         return self
 
     def cells(self) -> list["Cell"]:

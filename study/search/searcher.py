@@ -151,8 +151,9 @@ class PerCellSearcher(Searcher):
         best = (best_per_cell if best_per_cell is not None else self.best_per_cell()).get(key)
         if best is None:
             return []
-        return [{**constants(self.cfg, "final"), **cell_fields(self.cells[key]), "seed": seed,
-                 "selected_from": best["trial_number"], "hparams_hash": hparams_hash(best["hparams"]), **best["hparams"]}
+        selected = {} if best["trial_number"] is None else {"selected_from": best["trial_number"]}
+        return [{**constants(self.cfg, "final"), **cell_fields(self.cells[key]), "seed": seed, **selected,
+                 "hparams_hash": hparams_hash(best["hparams"]), **best["hparams"]}
                 for seed in self.cfg.final_seeds]
 
     def _finals_ready(self, key: str, best_per_cell: dict) -> list[dict]:
@@ -256,7 +257,13 @@ class PerCellSearcher(Searcher):
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
     def best_per_cell(self) -> dict[str, dict]:
-        """Each cell's completed trial with the lowest final val_error (test error is never looked at)."""
+        """Each cell's completed trial with the lowest final val_error (test error is never looked at).
+
+        Without a search (``trials_per_cell`` 0) every cell's best is the config's fixed recipe.
+        """
+        if not self.cfg.trials_per_cell:
+            return {key: {"hparams": self.cfg.space_for(cell.dataset, cell.variant).recipe(), "val_error": None,
+                          "trial_number": None, "tune_trial_id": None} for key, cell in self.cells.items()}
         best = {}
         for key, study in self.studies.items():
             done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
