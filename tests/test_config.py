@@ -67,6 +67,15 @@ def test_cli_flags_and_set_override_fields():
         (7, ["CNN", "STN-SL1"], 0.01, 0.5, [])
 
 
+def test_no_search_trains_the_fixed_recipe_of_the_space():
+    cfg = load("quick")
+    assert cfg.trials_per_cell == 0 and cfg.search.loose_fields() == []
+    assert cfg.search.recipe() == {"optimizer": "adam", "lr": 1e-3, "loc_lr_mult": 3.0, "momentum": 0.0,
+                                   "weight_decay": 0.0, "batch_size": 256}
+    with pytest.raises(ConfigError, match="final_seeds: trials_per_cell 0 runs only final runs"):
+        load("quick", overrides={"final_seeds": []})
+
+
 def test_overrides_give_a_cell_its_own_space():
     cfg = load("smoke", overrides={"overrides": {"STN-C1": {"lr": {"low": 1e-5, "high": 1e-4, "log": True}}}})
     assert cfg.space_for("rotated-mnist", "STN-C1").lr.high == 1e-4
@@ -74,7 +83,8 @@ def test_overrides_give_a_cell_its_own_space():
 
 
 @pytest.mark.parametrize("override,needle", [
-    ({"trials_per_cell": 0}, "trials_per_cell: Input should be greater than or equal to 1"),
+    ({"trials_per_cell": -1}, "trials_per_cell: Input should be greater than or equal to 0"),
+    ({"trials_per_cell": 0}, "search.lr: trials_per_cell 0 trains one fixed recipe: give a single value"),
     ({"variants": ["STN-C2"]}, "variants: variant 'STN-C2' is not possible on rotated-mnist"),
     ({"variants": []}, "variants: List should have at least 1 item"),
     ({"datasets": ["cifar"]}, "datasets: unknown dataset 'cifar': allowed rotated-mnist, translated-mnist, "
@@ -124,6 +134,6 @@ def test_cli_rejects_invalid_config_before_starting_anything(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert lines == ["config error: trials_per_cell: Input should be greater than or equal to 1 (got -1)",
+    assert lines == ["config error: trials_per_cell: Input should be greater than or equal to 0 (got -1)",
                      "config error: epochs: Input should be greater than or equal to 1 (got 0)"]
     assert not (tmp_path / "mlflow_artifacts").exists()  # nothing written, nothing started

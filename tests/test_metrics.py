@@ -195,3 +195,21 @@ def test_rotation_consistency_of_90_and_180_degree_ambiguities():
     quarter = np.where(np.arange(17) < 9, 0.0, 90.0)[None]  # 9 copies at 0°, 8 at 90°
     assert metrics.rotation_consistency(quarter) == pytest.approx(8 * 90 / 16)  # from a 0° copy: 8 quarter turns
     assert metrics.rotation_consistency(quarter - 270.0) == pytest.approx(45.0)  # -270 ≡ 90 mod 180
+
+
+def test_theta_parts_split_a_composed_transform_into_its_factors():
+    """θ = R(φ)·s·(I + shear) + t reads back φ, log2 s, the shear's size and |t| (exact matrices)."""
+    angles = torch.tensor([-60.0, 0.0, 30.0])
+    theta = st.rotation_matrix(angles).double() * torch.tensor([0.5, 1.0, 2.0]).double()[:, None, None]
+    theta[:, :, 2] = torch.tensor([[0.3, -0.4], [0.0, 0.0], [0.0, 0.1]]).double()
+    parts = metrics.theta_parts(theta)
+    assert torch.allclose(parts["angle"], metrics.predicted_pose("rotation", theta, 28), atol=1e-9)  # the pose's formula
+    assert torch.allclose(parts["angle"], angles.double(), atol=1e-9)
+    assert torch.allclose(parts["log2_scale"], torch.tensor([-1.0, 0.0, 1.0]).double(), atol=1e-9)
+    assert torch.allclose(parts["shear"], torch.zeros(3).double(), atol=1e-9)
+    assert torch.allclose(parts["shift"], torch.tensor([0.5, 0.0, 0.1]).double(), atol=1e-9)
+    sheared = st.identity(1).double()
+    sheared[0, 0, 1] = 0.2  # x' = x + 0.2 y: a similarity part I (plus a small turn) and a rest of size 0.1
+    assert float(metrics.theta_parts(sheared)["shear"]) == pytest.approx(0.1 / (1 + 0.01) ** 0.5)
+    spread = metrics.theta_spread(st.identity(5))
+    assert all(v == 0 for v in spread.values())

@@ -231,3 +231,13 @@ def test_the_configured_sampler_is_built_per_cell_and_survives_an_extension(kind
                                       n_startup_trials=1), tmp_path / "study")
     assert type(extended.studies["rotated-mnist/CNN"].sampler) is cls
     assert extended.suggest("t2")["stage"] == "search"
+
+
+def test_without_a_search_every_cell_finals_train_the_fixed_recipe():
+    cfg = load("quick", overrides={"variants": ["CNN", "STN-SL1"]})
+    searcher = PerCellSearcher(cfg)
+    assert searcher.remaining() == 0  # no search trial: the runner skips the search run
+    configs = [c for key in searcher.cells for c in searcher.final_configs(key)]
+    assert len(configs) == 2 * len(cfg.final_seeds) and {c["stage"] for c in configs} == {"final"}
+    assert all(c["lr"] == 1e-3 and c["loc_lr_mult"] == 3.0 and c["optimizer"] == "adam" for c in configs)
+    assert all("selected_from" not in c for c in configs)  # selected from no trial: the tag is left out
