@@ -20,7 +20,14 @@ from study.launch import resolve_tracking_uri
 from study.prepare import prepare, provenance
 from study.paths import StudyDir, artifacts_root, is_remote, new_study_id, storage_root
 from study.state import StudyState, study_dir
-from study.tracking.store import artifact_root_for, check_tracking_uri, ensure_experiment, provenance_tags, start_parent_run
+from study.tracking.store import (
+    artifact_root_for,
+    check_tracking_uri,
+    ensure_experiment,
+    open_client,
+    provenance_tags,
+    start_parent_run,
+)
 
 
 def local_cpus() -> int:
@@ -76,9 +83,7 @@ class StudySetup:
                 raise cluster.ConfigError([f"{field}: {wanted:g} {kind} per trial, but the Ray cluster has {have:g}: "
                                            f"allowed 0 to {have:g}"])
         if make_client:
-            from mlflow.tracking import MlflowClient
-
-            self.client = MlflowClient(self.tracking_uri)
+            self.client = open_client(self.tracking_uri)
 
     def watched_paths(self) -> list[Path]:
         """Local paths the study writes to: each must keep ``min_free_gb`` free."""
@@ -115,9 +120,8 @@ class StudySetup:
 
             def open_store():  # MLflow is first imported here, not before ray.init: ray.init mostly waits on its processes
                 import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - 0.6-1 s that ray.init need not wait for
-                from mlflow.tracking import MlflowClient
 
-                client = MlflowClient(self.tracking_uri)
+                client = open_client(self.tracking_uri)
                 return client, ensure_experiment(client, self.cfg.name, artifact_root)
 
             with ThreadPoolExecutor(1) as pool:

@@ -32,7 +32,7 @@ POSITIONS = 5
 NO_DIGIT = 10  # the 11th class of a position
 CSV_FILES = ("train.csv", "test.csv")
 IMAGES = "images"
-LAYOUT = "train.csv, test.csv and images/ (the layout in trainables/svhn_multi.py and the README)"
+LAYOUT = "train.csv, test.csv and images/ (the layout in trainables/svhn_multi.py and docs/datasets.md)"
 
 
 def _is_number(text: str) -> bool:

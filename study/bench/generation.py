@@ -76,7 +76,7 @@ def repeated_rate(one_pass, n: int, min_seconds: float = 0.25) -> float:
 
 
 def spread(values) -> dict:
-    """Median and range of repeated measurements (what the README quotes)."""
+    """Median and range of repeated measurements (what docs/performance.md quotes)."""
     values = sorted(values)
     return {"median": statistics.median(values), "min": values[0], "max": values[-1], "n": len(values)}
 

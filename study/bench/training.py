@@ -66,7 +66,7 @@ def step_options(splits, variant: str = "STN-SL1", steps: int = 12) -> dict:
     """Training-step throughput of eager vs channels_last vs torch.compile vs bf16 autocast on pre-generated batches.
 
     Compile time is reported beside the speed so it can be set against a paper-length run; bf16 is
-    the loop's ``precision: bf16`` (an option only where it pays: see the README's Performance).
+    the loop's ``precision: bf16`` (an option only where it pays: see docs/performance.md).
     """
     stream = DistortedStream(splits.train_x[:256 * steps], splits.train_y[:256 * steps],
                              make_distortion("rotated-mnist"), 256, splits.train_x)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import platform
+import sqlite3
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from importlib import metadata
@@ -43,6 +46,65 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
         path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
         if path is not None and not path.parent.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _schema_version(path: Path) -> str | None:
+    """The store's alembic revision, read without MLflow (which would start migrating an empty file)."""
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0) as db:
+            row = db.execute("SELECT version_num FROM alembic_version").fetchone()
+        return row[0] if row else None
+    except sqlite3.Error:
+        return None  # no file, an empty one, or one whose schema another client is creating
+
+
+def _publish_new_store(path: Path) -> str:
+    """Create a complete store beside ``path`` and hard-link it into place unless a file is there.
+
+    MLflow creates a new store's schema at its first open; two clients doing that at once apply the
+    same migrations, and the store can end half-migrated for good ("no such column"). Built aside
+    and published in one ``link``, our schema never races another client's: whoever created the
+    file first migrates it alone. Returns the schema's head revision.
+    """
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    aside = path.with_name(f".{path.name}.{os.getpid()}.new")
+    aside.unlink(missing_ok=True)
+    try:
+        SqlAlchemyStore(f"sqlite:///{aside}", aside.parent.as_uri()).engine.dispose()  # closed: all on disk
+        head = _schema_version(aside)
+        try:
+            os.link(aside, path)
+        except FileExistsError:
+            pass  # another client opened the path first: it creates the schema, we wait for it
+        return head
+    finally:
+        aside.unlink(missing_ok=True)
+
+
+def open_client(uri: str, wait_s: float = 60.0) -> MlflowClient:
+    """An MlflowClient whose store is open at its schema's head, even while another client (an ``mlflow
+    ui``, a second driver) opens the same new sqlite store; a failure is one line naming what to do."""
+    from mlflow.tracking import MlflowClient
+
+    path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    if path is not None and _schema_version(path) is None:
+        head = _publish_new_store(path)
+        deadline = time.monotonic() + wait_s
+        while _schema_version(path) != head and time.monotonic() < deadline:
+            time.sleep(0.2)  # the file is another client's, still migrating
+        if _schema_version(path) != head:
+            raise TrackingError(f"tracking_uri: the MLflow store {path} did not reach schema {head} within {wait_s:g} s "
+                                f"(another program created it and did not finish, or left it broken): stop that "
+                                f"program, move the file away and start again")
+    try:
+        client = MlflowClient(uri)
+        client.search_experiments(max_results=1)  # opens the store now: its schema is checked here, not mid-study
+        return client
+    except Exception as err:  # noqa: BLE001 - one line instead of a traceback
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise TrackingError(f"tracking_uri: cannot open the MLflow store {uri} ({type(err).__name__}: {first}); check "
+                            f"the --tracking-uri (or tracking_uri) and that this user can write there") from None
 
 
 def artifact_root_for(uri: str, default_root: Path) -> str | None:
