@@ -147,17 +147,20 @@ def curves(root: Path, out: Path) -> None:
         if history:  # every run's val error; STN runs also their alignment
             histories[path.parent.name] = history
     panels = [("val_angle_slope", 1, "val angle slope (−1 = undoes rotation)"), ("val_pose_sd", 1, "val pose SD"),
-              ("val_error", 100, "val error %")]
+              ("val_error", 100, "val error %"), ("val_theta_angle_sd", 1, "θ's angle: SD over val images (°)"),
+              ("val_theta_log2_scale_sd", 1, "θ's log2 scale: SD over val images"),
+              ("val_theta_shear_rms", 1, "θ's shear: RMS over val images")]
     panels = [p for p in panels if any(h.get(p[0]) is not None for hs in histories.values() for h in hs)]
+    by_step = all("step" in h for hs in histories.values() for h in hs)  # runs of different train sizes compare per step
     fig, axes = plt.subplots(1, len(panels), figsize=(5.4 * len(panels), 4.5), squeeze=False)
     for i, (name, history) in enumerate(histories.items()):
-        epochs, color = [h["epoch"] for h in history], plt.cm.tab20(i % 20)  # one colour per run in every panel
+        xs, color = [h["step" if by_step else "epoch"] for h in history], plt.cm.tab20(i % 20)  # one colour per run
         for ax, (key, scale, _) in zip(axes[0], panels):
             if any(h.get(key) is not None for h in history):
-                ax.plot(epochs, [scale * h.get(key, float("nan")) for h in history], lw=1, color=color, label=name)
+                ax.plot(xs, [scale * h.get(key, float("nan")) for h in history], lw=1, color=color, label=name)
     for ax, (_, _, title) in zip(axes[0], panels):  # a panel only for what was measured (no slope for translation)
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("step (batch)" if by_step else "epoch")
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=6, loc="upper right")
     fig.tight_layout()
