@@ -138,10 +138,12 @@ def resumed_config(state, changes: dict, names: dict | None = None) -> StudyConf
     return cfg
 
 
-def lock_dir(directory: StudyDir) -> Path:
-    """Where the one-driver lock lives: the study's directory, or for object storage (no OS locks) this
-    machine's spool folder of the study, so it guards against a second driver here only."""
-    return directory.local if directory.local is not None else artifacts_root() / "spool" / directory.name
+def one_driver(directory: StudyDir, study_id: str):
+    """The one-driver guard (``study.lock.study_lock``): on object stores other than S3, this machine's spool
+    folder of the study holds it, so it guards against a second driver here only."""
+    from study.lock import study_lock
+
+    return study_lock(directory, study_id, artifacts_root() / "spool" / directory.name)
 
 
 def resolve_tracking_uri(cfg: StudyConfig) -> str:
@@ -153,7 +155,6 @@ def resolve_tracking_uri(cfg: StudyConfig) -> str:
 def run(cfg: StudyConfig, quiet: bool = False, max_hours: float | None = None, cluster: bool = False,
         address: str | None = None) -> str:
     """Run the study end to end and return its study id. Raises ConfigError / DataError / TrackingError."""
-    from study.lock import driver_lock
     from study.setup import StudySetup
 
     setup = StudySetup(cfg, quiet=quiet, max_hours=max_hours, cluster_address=address, use_cluster=cluster)
@@ -161,7 +162,7 @@ def run(cfg: StudyConfig, quiet: bool = False, max_hours: float | None = None, c
         state = setup.start()  # before the runner's imports: MLflow's are made beside ray.init (study.setup)
         from study.runner import StudyRunner
 
-        with driver_lock(lock_dir(setup.directory), state.study_id):
+        with one_driver(setup.directory, state.study_id):
             return StudyRunner(setup).execute()
 
 
@@ -174,7 +175,6 @@ def resume(wanted: str | None, changes: dict | None = None, storage_path: str | 
     ``study.json`` before any run starts, so an interrupted extension resumes as the extended study.
     Raises ``StudyLocked`` while another driver runs the study.
     """
-    from study.lock import driver_lock
     from study.runner import StudyRunner
     from study.setup import StudySetup
     from study.state import find_state, study_dir
@@ -184,7 +184,7 @@ def resume(wanted: str | None, changes: dict | None = None, storage_path: str | 
     where = {"storage_path": storage_path} if storage_path else {}  # the study lives where it was found
     cfg = resumed_config(state, {**where, **(changes or {})}, names)
     setup = StudySetup(cfg, quiet=quiet, max_hours=max_hours, cluster_address=address, use_cluster=cluster)
-    with graceful_stop(), driver_lock(lock_dir(study_dir(root, state.study_id)), state.study_id):
+    with graceful_stop(), one_driver(study_dir(root, state.study_id), state.study_id):
         setup.attach(state)  # every check passed: now the extension is a fact of the study
         state.config_yaml, state.tracking_uri = cfg.to_yaml(), setup.tracking_uri
         setup.save_state()

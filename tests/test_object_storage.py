@@ -16,8 +16,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import S3Server, epochs_logged
-from study.paths import StudyDir
+from study.paths import StudyDir, s3_client
 from study.search.record import JOURNAL_FILE, ObjectJournalBackend
+from study.search.segments import RecordConflict, SegmentedJournalBackend
 from study.report.data import load_study
 
 BASE = ["--name", "objects", "--variants", "CNN", "--epochs", "3", "--train-size", "256", "--set", "test_passes=1",
@@ -51,14 +52,73 @@ def launch(cwd, s3, tracking, *extra, wait=True):
     return proc
 
 
-def test_the_journal_backend_writes_whole_journals_a_reader_can_load(s3):
-    directory = StudyDir(f"s3://{s3.bucket}/unit", "journal-check")
-    storage = optuna.storages.JournalStorage(ObjectJournalBackend(directory))
+@pytest.fixture
+def put_bytes(s3):
+    """Bytes of every PutObject body sent through the process's S3 client, as the bucket receives them."""
+    sent = []
+
+    def count(params, **_):  # the serialised request: its body as sent
+        body = params["body"]
+        sent.append(body.getbuffer().nbytes if hasattr(body, "getbuffer") else len(body))
+
+    client = s3_client()
+    client.meta.events.register("before-call.s3.PutObject", count)
+    yield sent
+    client.meta.events.unregister("before-call.s3.PutObject", count)
+
+
+def test_the_journal_on_s3_writes_each_append_once_and_a_reader_loads_it(s3, put_bytes):
+    """300 trials x 5 epochs: every append is one PUT of its own size, and the whole study writes <= 3x the
+    bytes the record holds at the end (the rewrite-whole journal wrote ~150x here)."""
+    directory = StudyDir(f"s3://{s3.bucket}/unit", "segments")
+    storage = optuna.storages.JournalStorage(SegmentedJournalBackend(directory, JOURNAL_FILE, writer=True))
     study = optuna.create_study(study_name="cell", storage=storage)
-    study.optimize(lambda trial: trial.suggest_float("x", 0, 1) ** 2, n_trials=3)
-    again = optuna.load_study(study_name="cell", storage=optuna.storages.JournalStorage(ObjectJournalBackend(directory)))
+
+    def objective(trial):
+        for step in range(5):
+            trial.report(trial.suggest_float("x", 0, 1) + step, step)
+        return trial.params["x"] ** 2
+
+    study.optimize(objective, n_trials=300)
+    pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket=s3.bucket,
+                                                                  Prefix=f"unit/segments/{JOURNAL_FILE}.d/")
+    sizes = {item["Key"].rpartition("/")[2]: int(item["Size"]) for page in pages for item in page["Contents"]}
+    segments = [size for name, size in sorted(sizes.items()) if name.startswith("seg-")]
+    final_size = len(b"".join(SegmentedJournalBackend(directory, JOURNAL_FILE)._lines))
+    assert sum(segments) == final_size and final_size <= sum(sizes.values()) <= 2 * final_size
+    assert len(segments) > 300 * 7 and max(segments) < 2_000  # an append's PUT is the append, early or late
+    assert sum(segments[-500:]) < 1.5 * sum(segments[:500])
+    assert sum(put_bytes) / final_size <= 3.0, (sum(put_bytes), final_size)  # segments + the geometric bases
+    again = optuna.load_study(study_name="cell", storage=optuna.storages.JournalStorage(
+        SegmentedJournalBackend(directory, JOURNAL_FILE)))
     assert [t.value for t in again.trials] == [t.value for t in study.trials]
-    assert f"unit/journal-check/{JOURNAL_FILE}" in s3.keys("unit/")
+    assert len([k for k in s3.keys(f"unit/segments/{JOURNAL_FILE}.d/") if "/base-" in k]) == 1
+
+
+def test_a_second_writer_is_refused_and_loses_nothing_of_the_first(s3):
+    """Two drivers with their own copy of the record: the one that is behind cannot write line N again."""
+    directory = StudyDir(f"s3://{s3.bucket}/unit", "two-writers")
+    first = optuna.storages.JournalStorage(SegmentedJournalBackend(directory, JOURNAL_FILE, writer=True))
+    study = optuna.create_study(study_name="cell", storage=first)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    second = optuna.storages.JournalStorage(SegmentedJournalBackend(directory, JOURNAL_FILE, writer=True))
+    stale = optuna.load_study(study_name="cell", storage=second)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)  # the first goes on
+    with pytest.raises(RecordConflict, match="another driver wrote line"):
+        stale.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    reader = optuna.load_study(study_name="cell", storage=optuna.storages.JournalStorage(
+        SegmentedJournalBackend(directory, JOURNAL_FILE)))
+    assert [t.value for t in reader.trials] == [t.value for t in study.trials] and len(reader.trials) == 4
+
+
+def test_a_journal_of_the_single_object_layout_is_read_and_compacted_by_the_next_driver(s3):
+    directory = StudyDir(f"s3://{s3.bucket}/unit", "legacy")
+    old = optuna.create_study(study_name="cell", storage=optuna.storages.JournalStorage(ObjectJournalBackend(directory)))
+    old.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    driver = optuna.storages.JournalStorage(SegmentedJournalBackend(directory, JOURNAL_FILE, writer=True))
+    assert [t.value for t in optuna.load_study(study_name="cell", storage=driver).trials] == [t.value for t in old.trials]
+    keys = s3.keys("unit/legacy/")
+    assert f"unit/legacy/{JOURNAL_FILE}" not in keys and any("/base-" in k for k in keys)
 
 
 def test_a_study_on_s3_is_killed_and_resumed_from_elsewhere_with_exactly_its_trials(s3, tmp_path):
@@ -86,9 +146,11 @@ def test_a_study_on_s3_is_killed_and_resumed_from_elsewhere_with_exactly_its_tri
     assert not (frame["status"] == "RUNNING").any()
     study_id = frame["study_id"].iloc[0]
     keys = s3.keys(f"studies/{study_id}/")
-    assert f"studies/{study_id}/study.json" in keys and f"studies/{study_id}/{JOURNAL_FILE}" in keys
+    assert f"studies/{study_id}/study.json" in keys
+    assert any(k.startswith(f"studies/{study_id}/{JOURNAL_FILE}.d/") for k in keys)
     assert any(k.startswith(f"studies/{study_id}/search-1/") for k in keys)  # Tune's run, checkpoints included
-    journal = optuna.storages.JournalStorage(ObjectJournalBackend(StudyDir(f"s3://{s3.bucket}/studies", study_id)))
+    journal = optuna.storages.JournalStorage(SegmentedJournalBackend(StudyDir(f"s3://{s3.bucket}/studies", study_id),
+                                                                         JOURNAL_FILE))
     trials = optuna.load_study(study_name=f"{study_id}/rotated-mnist/CNN", storage=journal).trials
     assert len([t for t in trials if not t.user_attrs.get("lost")]) == 3
     for folder in (first, second, third):  # nothing became a local "s3:" folder
@@ -116,6 +178,70 @@ def test_a_study_on_s3_is_killed_and_resumed_from_elsewhere_with_exactly_its_tri
     assert code == 0, out[-3000:]
     frame = load_study(MlflowClient(tracking), "objects").runs
     assert (frame["stage"] == "search").sum() == 5 and not (frame["status"] == "RUNNING").any()
-    journal = optuna.storages.JournalStorage(ObjectJournalBackend(StudyDir(f"s3://{s3.bucket}/studies", study_id)))
+    journal = optuna.storages.JournalStorage(SegmentedJournalBackend(StudyDir(f"s3://{s3.bucket}/studies", study_id),
+                                                                         JOURNAL_FILE))
     trials = optuna.load_study(study_name=f"{study_id}/rotated-mnist/CNN", storage=journal).trials
     assert len([t for t in trials if not t.user_attrs.get("lost")]) == 5
+
+
+HOLD_LEASE = ("import sys, time; from study.paths import StudyDir; from study.lock import s3_lease\n"
+              "with s3_lease(StudyDir(sys.argv[1], sys.argv[2]), sys.argv[2]):\n    print('held', flush=True); time.sleep(600)")
+
+
+def test_one_driver_per_study_on_s3_across_directories_and_machines(s3, tmp_path):
+    """A live driver's lease refuses a second one from any directory; a SIGKILLed driver's is taken over at once
+    on its machine; another machine's lease is respected until it goes stale, then taken over."""
+    import socket
+
+    from study.lock import LEASE_FILE, LEASE_TTL_S, StudyLocked, s3_lease
+
+    root, study_id = f"s3://{s3.bucket}/leases", "leased"
+    directory = StudyDir(root, study_id)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LEASE, root, study_id], cwd=tmp_path, text=True,
+                              stdout=subprocess.PIPE, env={**os.environ, **s3.env})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(StudyLocked, match=f"host {socket.gethostname()}, pid {holder.pid}"):
+            with s3_lease(directory, study_id):
+                pass
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    with s3_lease(directory, study_id):  # its holder is dead: taken over without waiting
+        assert json.loads(directory.read_bytes(LEASE_FILE))["pid"] == os.getpid()
+    assert not directory.exists(LEASE_FILE)  # released at the end
+
+    def foreign(age: float) -> None:
+        body = {"host": "another-machine", "pid": 1, "started": "earlier", "token": "x", "renewed": time.time() - age}
+        directory.write_bytes(LEASE_FILE, json.dumps(body).encode())
+
+    foreign(10.0)
+    with pytest.raises(StudyLocked, match="host another-machine"):
+        with s3_lease(directory, study_id):
+            pass
+    foreign(LEASE_TTL_S + 5)
+    with s3_lease(directory, study_id):
+        assert json.loads(directory.read_bytes(LEASE_FILE))["host"] == socket.gethostname()
+
+
+def test_a_resume_from_another_directory_is_refused_while_the_study_runs_on_s3(s3, tmp_path):
+    """The issue this guards: a second driver in another working directory used to run beside the first and
+    both rewrote the journal. Now it is refused at once, naming the first, and the first ends normally."""
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
+    before = {k for k in s3.keys("studies/") if k.endswith("/study.json")}
+    proc = launch(first, s3, tracking, wait=False)
+    deadline = time.time() + 300
+    while True:
+        new = [k for k in s3.keys("studies/") if k.endswith("/study.json") and k not in before]
+        if new and any(k.endswith("/driver.lease") for k in s3.keys(new[0].rpartition("/")[0] + "/")):
+            break
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()[-3000:]
+        time.sleep(0.5)
+    study_id = new[0].split("/")[1]
+    code, out = launch(second, s3, tracking, "--resume", study_id)
+    assert code == 2 and f"study {study_id} is being run by another driver" in out, out[-2000:]
+    out, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 0, out[-3000:]
+    assert not any(k.endswith("/driver.lease") for k in s3.keys(f"studies/{study_id}/"))

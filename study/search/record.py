@@ -23,13 +23,18 @@ from optuna.storages.journal import BaseJournalBackend, JournalFileBackend
 from optuna.trial import TrialState
 
 from study.paths import StudyDir
+from study.search.segments import SegmentedJournalBackend
 
 JOURNAL_FILE = "optuna.journal"
+# The driver's journal writer per S3 study: the search algorithm and the scheduler that Tune unpickles
+# apart after a restore each open the record; sharing the writer keeps them one writer, in sync.
+_WRITERS: dict[str, SegmentedJournalBackend] = {}
 STATES = ("running", "complete", "pruned", "fail")
 
 
 class ObjectJournalBackend(BaseJournalBackend):
-    """Optuna's journal as one object in object storage (``s3://`` …), for a single writer.
+    """Optuna's journal as one object in object storage without conditional writes (``gs://`` …), for a single
+    writer (S3 uses ``SegmentedJournalBackend``).
 
     Object stores cannot append, so every append writes the whole journal again (one PUT: a reader
     sees the old or the new journal, never half of one). Only the study's driver writes — one driver
@@ -53,9 +58,10 @@ class ObjectJournalBackend(BaseJournalBackend):
         self._lines += lines
 
 
-def open_storage(directory: "StudyDir | Path | None", url: str | None = None) -> BaseStorage:
+def open_storage(directory: "StudyDir | Path | None", url: str | None = None, writer: bool = False) -> BaseStorage:
     """The study's Optuna storage: ``url`` (a database) if given, else the journal in the study's directory
-    (a journal file locally, ``ObjectJournalBackend`` on object storage).
+    (a journal file locally, segment objects on S3 — ``writer``: the driver's, which appends —, one
+    rewritten object on other object stores).
 
     Without either (unit tests of the searcher) the studies live in memory.
     """
@@ -64,6 +70,12 @@ def open_storage(directory: "StudyDir | Path | None", url: str | None = None) ->
     if directory is None:
         return optuna.storages.InMemoryStorage()
     directory = StudyDir.of(directory)
+    if directory.uri.startswith("s3://"):
+        if not writer:
+            return JournalStorage(SegmentedJournalBackend(directory, JOURNAL_FILE))
+        if directory.uri not in _WRITERS:  # one writer per record in this process, however many searchers open it
+            _WRITERS[directory.uri] = SegmentedJournalBackend(directory, JOURNAL_FILE, writer=True)
+        return JournalStorage(_WRITERS[directory.uri])
     if directory.local is None:
         return JournalStorage(ObjectJournalBackend(directory))
     directory.makedirs()

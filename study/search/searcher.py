@@ -85,7 +85,7 @@ class PerCellSearcher(Searcher):
 
     def _open_record(self) -> None:
         """Open (or create) every cell's study in the study's Optuna storage."""
-        self.storage = open_storage(self.directory, getattr(self.cfg, "optuna_storage", None))
+        self.storage = open_storage(self.directory, getattr(self.cfg, "optuna_storage", None), writer=True)
         self.study_id = self.directory.name if self.directory is not None else ""
 
         def open_cell(key: str) -> optuna.Study:

@@ -1,0 +1,128 @@
+"""Optuna's journal on S3 as numbered segment objects: each append writes only itself, and never over another's.
+
+An object store cannot append. Rewriting the whole journal at every append costs O(journal) per
+trial-epoch (quadratic over a study: ~250 GB uploaded for the ``paper`` preset's ~10 MB journal), and
+two drivers each rewriting it from their own copy lose each other's updates. Here:
+
+- every append is one new object ``optuna.journal.d/seg-<first line number>``, created with S3's
+  conditional write (``If-None-Match: *``). Two writers can never both write line N: the loser's
+  create fails and it stops with ``RecordConflict`` instead of overwriting — a fence under any lease;
+- a reader reads ``base-<N>`` (the journal's first N lines, the newest base) and lists and
+  concatenates only the segments from line N on (S3 lists from a key on);
+- the writer compacts — writes a new base — when the segments since the last base hold as many
+  bytes as the base itself. The compactions' bytes are a geometric series
+  (≤ 2× the final journal), so a whole study writes ≤ 3× the bytes it ends up holding, and each
+  append's PUT is the size of the append.
+
+Optuna's maintainers declined an S3 journal backend in Optuna itself (optuna#6002 / PR #6003: S3 could
+not then be tested with conditional writes); S3 has had them since 2024 and moto's server serves them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Iterable
+
+from optuna.storages.journal import BaseJournalBackend
+
+from study.paths import StudyDir
+
+_NAME = re.compile(r"^(base|seg)-(\d{12})$")
+
+
+class RecordConflict(RuntimeError):
+    """Another driver wrote this study's record; the message is one line."""
+
+
+def _name(kind: str, number: int) -> str:
+    return f"{kind}-{number:012d}"
+
+
+class SegmentedJournalBackend(BaseJournalBackend):
+    """Optuna's journal under ``<study>/<name>.d/`` on S3 (see the module's docstring).
+
+    ``writer``: this process is the study's driver. It reads the record once, then serves reads from
+    memory and appends segments; a reader (``--list``, ``optuna.load_study``) reads as of its opening.
+    """
+
+    def __init__(self, directory: StudyDir, name: str, writer: bool = False):
+        self.directory, self.folder, self.writer = directory, f"{name}.d", writer
+        self.legacy = name  # the single-object journal of earlier versions: read once, then compacted away
+        self.bytes_written = 0  # the record's bytes sent to the bucket by this backend (tests, bench)
+        self._lines: list[bytes] = []
+        self._base_bytes, self._tail_bytes, self._tail_segments = 0, 0, 0
+        self._old_bases: list[str] = []  # bases a newer one supersedes (segments are never deleted: see _compact)
+        self._load()
+        if writer and (self._tail_bytes > self._base_bytes or self._has_legacy):
+            self._compact()
+
+    # ---------------------------------------------------------------- reading
+    def _load(self) -> None:
+        bases = sorted(int(m.group(2)) for m in map(_NAME.match, self.directory.list_after(self.folder, ""))
+                       if m and m.group(1) == "base")  # "base-…" sorts before "seg-…": a short listing
+        base = bases[-1] if bases else 0
+        self._old_bases = [f"{self.folder}/{_name('base', n)}" for n in bases[:-1]]
+        if bases:
+            self._lines = self._split(self.directory.read_bytes(f"{self.folder}/{_name('base', base)}"))
+            if len(self._lines) != base:
+                raise RecordConflict(f"record: {self.directory}/{self.folder}/{_name('base', base)} holds "
+                                     f"{len(self._lines)} lines, its name says {base}: the record is damaged")
+            self._base_bytes = sum(map(len, self._lines))
+        after = _name("seg", base - 1) if base else "seg-"
+        segments = sorted(int(m.group(2)) for m in map(_NAME.match, self.directory.list_after(self.folder, after))
+                          if m and m.group(1) == "seg")
+        self._has_legacy = not bases and not segments and self.directory.exists(self.legacy)
+        if self._has_legacy:
+            self._lines = self._split(self.directory.read_bytes(self.legacy))
+            self._tail_bytes = sum(map(len, self._lines))
+            return
+        for first in segments:
+            if first != len(self._lines):  # cannot happen while segments are only ever created once
+                raise RecordConflict(f"record: {self.directory}/{self.folder} has no segment at line "
+                                     f"{len(self._lines)} but one at {first}: the record is damaged")
+            chunk = self._split(self.directory.read_bytes(f"{self.folder}/{_name('seg', first)}"))
+            self._lines += chunk
+            self._tail_bytes += sum(map(len, chunk))
+        self._tail_segments = len(segments)
+
+    @staticmethod
+    def _split(data: bytes) -> list[bytes]:
+        return [line for line in data.splitlines(keepends=True) if line.endswith(b"\n")]
+
+    def read_logs(self, log_number_from: int) -> Iterable[dict[str, Any]]:
+        return [json.loads(line) for line in self._lines[log_number_from:]]
+
+    # ---------------------------------------------------------------- writing
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        if not self.writer:
+            raise RecordConflict(f"record: {self.directory} was opened to read; only its driver appends")
+        lines = [(json.dumps(log, separators=(",", ":")) + "\n").encode() for log in logs]
+        name = f"{self.folder}/{_name('seg', len(self._lines))}"
+        data = b"".join(lines)
+        if not self.directory.create_if_absent(name, data):
+            raise RecordConflict(f"record: another driver wrote line {len(self._lines)} of {self.directory}'s "
+                                 f"Optuna journal first ({name} exists): this driver stops; resume the study "
+                                 f"once the other one has ended")
+        self.bytes_written += len(data)
+        self._lines += lines
+        self._tail_bytes += len(data)
+        self._tail_segments += 1
+        if self._tail_bytes > self._base_bytes and self._tail_segments > 1:
+            self._compact()
+
+    def _compact(self) -> None:
+        """A new base of every line so far; a reader then lists only the segments after it.
+
+        Segments are never deleted: a segment's name must stay taken for good, or a driver that is
+        behind could create it again after a compaction and its write would not be refused. They
+        add the journal's size once more to the bucket; older bases go.
+        """
+        data = b"".join(self._lines)
+        name = f"{self.folder}/{_name('base', len(self._lines))}"
+        if self.directory.create_if_absent(name, data):
+            self.bytes_written += len(data)
+        self.directory.delete_many(self._old_bases + ([self.legacy] if self._has_legacy else []))
+        self._has_legacy = False
+        self._old_bases = [name]
+        self._base_bytes, self._tail_bytes, self._tail_segments = len(data), 0, 0
