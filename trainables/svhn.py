@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from trainables.data import FULL_VAL_FRACTION, DataError, MnistSplits, _digest, _split
+from trainables.splits import FULL_VAL_FRACTION, DataError, MnistSplits, digest, split
 
 SVHN_SPLITS = ("train", "test")
 
@@ -68,7 +68,7 @@ def load_svhn(data_root: str | Path | None, download: bool = False) -> MnistSpli
             raise DataError(f"data_root: SVHN labels under {root} must be 1..10 (10 = the digit 0), "
                             f"got {int(labels.min())}..{int(labels.max())} after mapping 10 -> 0")
     n_val = max(1, int(round(len(y) * FULL_VAL_FRACTION)))
-    tx, ty, vx, vy = _split(x, y, (len(y) - n_val, n_val))
+    tx, ty, vx, vy = split(x, y, (len(y) - n_val, n_val))
     kind = "published files" if train.published and test.published else "files differ from the published release"
     return MnistSplits(tx, ty, vx, vy, tests[0], tests[1], source=f"torchvision SVHN at {root} ({kind})",
-                       digest=_digest(x, y, *tests), unit="images")
+                       digest=digest(x, y, *tests), unit="images")

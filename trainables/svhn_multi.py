@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainables.data import FULL_VAL_FRACTION, DataError, MnistSplits, _digest, _split, decode_cached
+from trainables.splits import FULL_VAL_FRACTION, DataError, MnistSplits, digest, split, decode_cached
 
 SIDE = 64
 POSITIONS = 5
@@ -103,6 +103,6 @@ def load_svhn_multi(data_root: str | Path | None, download: bool = False) -> Mni
                         f"downloaded: put {LAYOUT} there by hand")
     (x, y), (test_x, test_y) = (_read_split(root, name) for name in CSV_FILES)
     n_val = max(1, int(round(len(y) * FULL_VAL_FRACTION)))
-    tx, ty, vx, vy = _split(x, y, (len(y) - n_val, n_val))
+    tx, ty, vx, vy = split(x, y, (len(y) - n_val, n_val))
     return MnistSplits(tx, ty, vx, vy, test_x, test_y, source=f"SVHN multi-digit files at {root}",
-                       digest=_digest(x, y, test_x, test_y), unit="images")
+                       digest=digest(x, y, test_x, test_y), unit="images")

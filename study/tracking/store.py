@@ -28,6 +28,13 @@ def default_tracking_uri(root: Path) -> str:
     return f"sqlite:///{(root / 'mlflow.db').resolve()}"
 
 
+def resolve_tracking_uri(cfg) -> str:
+    """The config's store, else ``MLFLOW_TRACKING_URI``, else the sqlite file under ``mlflow_artifacts/``."""
+    from study.paths import artifacts_root
+
+    return cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(artifacts_root())
+
+
 def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
     """Fail within seconds, before any trial starts, if the store is unusable."""
     scheme = uri.split(":", 1)[0].split("+", 1)[0]
