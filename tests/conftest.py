@@ -34,11 +34,22 @@ NEEDS = {
 FIXTURE_NEEDS = {"postgres": "postgres", "mlflow_server": "postgres", "small_disk": "root", "s3": "s3"}
 
 
+# The fast inner loop is ``python -m pytest -m "not slow"``: ``slow`` marks every test that starts a study,
+# a Ray instance, a server or a container build (whole modules of them, or by the fixtures it uses).
+SLOW_MODULES = {"test_launch", "test_resume", "test_faults", "test_signals", "test_object_storage", "test_cluster",
+                "test_docker", "test_icpr", "test_store_start", "test_report", "test_bench", "test_private_apis",
+                "test_prepare", "test_lock", "test_spool", "test_recipe"}
+SLOW_FIXTURES = {"postgres", "mlflow_server", "s3", "ray_local", "small_disk", "finished_study"}
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
         for fixture, need in FIXTURE_NEEDS.items():
-            if fixture in getattr(item, "fixturenames", ()):
+            if fixture in fixtures:
                 item.add_marker(getattr(pytest.mark, need))
+        if item.module.__name__.rpartition(".")[2] in SLOW_MODULES or fixtures & SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)
 
 
 def pytest_runtest_setup(item):

@@ -17,6 +17,7 @@ def small(**kw):
     return TrainConfig(**{**base, **kw})
 
 
+@pytest.mark.slow  # trains for a minute: the fast tier keeps the checks of mathematics
 def test_adam_learns_well_below_chance(splits):
     result = train(small(epochs=4, train_size=4000), splits=splits)
     assert result.status == "completed"

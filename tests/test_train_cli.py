@@ -4,11 +4,14 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from trainables.train import main
 
 ARGS = ["--epochs", "1", "--train-size", "256", "--batch-size", "128", "--test-passes", "1", "--device", "cpu"]
 
 
+@pytest.mark.slow  # a subprocess training with every metric: the slow tier
 def test_cli_writes_every_metric(tmp_path, capsys):
     assert main(["--dataset", "translated-mnist", "--variant", "STN-SL1", *ARGS, "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
