@@ -7,6 +7,7 @@ import mlflow
 import mlflow.pytorch
 import pandas as pd
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from study.config import load
@@ -107,8 +108,10 @@ def test_artifacts_figures_and_final_models(study, monkeypatch):
     experiment = [client.get_experiment_by_name("e2e").experiment_id]
     models = mlflow.search_logged_models(experiment, f"source_run_id = '{stn_final['run_id']}'", output_format="list")
     assert len(models) == 1
-    loaded = mlflow.pytorch.load_model(models[0].model_uri)
-    assert loaded.spec.name == "STN-C0"
+    loaded = mlflow.pytorch.load_model(models[0].model_uri)  # the safe format: no pickled code is loaded
+    info = mlflow.models.get_model_info(models[0].model_uri)
+    assert info.metadata["variant"] == "STN-C0" and info.metadata["dataset"] == "rotated-mnist"
+    assert tuple(loaded(torch.zeros(3, 1, 28, 28)).shape) == (3, 10)
     search_run = runs[runs["stage"] == "search"].iloc[0]
     assert mlflow.search_logged_models(experiment, f"source_run_id = '{search_run['run_id']}'",
                                        output_format="list") == []

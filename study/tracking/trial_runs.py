@@ -127,7 +127,9 @@ def is_end_metric(key: str) -> bool:
 
 
 def log_final_model(tracking_uri: str, run_id: str, directory: Path) -> None:
-    """Log a final-stage model as an MLflow PyTorch model (rebuilt from its state dict)."""
+    """Log a final-stage model as an MLflow PyTorch model in MLflow's safe format (``pt2``: a torch.export
+    program, loadable without unpickling code), rebuilt from its state dict; its spec (dataset, variant, ST)
+    goes with it as the model's metadata, and ``model.pt`` + ``model_spec.json`` stay beside it as artifacts."""
     import mlflow.pytorch
     import torch
     from mlflow.tracking._tracking_service import utils as tracking_utils
@@ -139,15 +141,15 @@ def log_final_model(tracking_uri: str, run_id: str, directory: Path) -> None:
     model.load_state_dict(torch.load(directory / "model.pt", map_location="cpu"))
     requirements = [f"torch=={metadata.version('torch')}", f"torchvision=={metadata.version('torchvision')}"]
     side = model.arch.input_side
-    example = np.zeros((1, model.arch.in_channels, side, side), dtype=np.float32)
+    example = np.zeros((2, model.arch.in_channels, side, side), dtype=np.float32)  # 2: the batch stays dynamic
     # mlflow's fluent API needs the global tracking URI, and setting it also sets $MLFLOW_TRACKING_URI:
     # both are put back so a later study or report in this process keeps its own default store
     env_before, uri_before = os.environ.get("MLFLOW_TRACKING_URI"), tracking_utils._tracking_uri
     try:
         mlflow.set_tracking_uri(tracking_uri)
         with mlflow.start_run(run_id=run_id, nested=True):
-            mlflow.pytorch.log_model(model, name="model", pip_requirements=requirements, input_example=example,
-                                     serialization_format="pickle")
+            mlflow.pytorch.log_model(model.eval(), name="model", pip_requirements=requirements, input_example=example,
+                                     serialization_format="pt2", metadata=spec)
     finally:
         mlflow.set_tracking_uri(uri_before)
         if env_before is None:
