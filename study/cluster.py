@@ -38,6 +38,9 @@ def let_trials_use_prestarted_workers() -> None:
 
 def init_local(num_cpus: int | None = None) -> None:
     let_trials_use_prestarted_workers()
+    # The local instance keeps Ray's token authentication (its token stays in ~/.ray); only the notice that
+    # it is on is not shown at every launch. Ray's own logger, by its module name.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=num_cpus, logging_level=logging.WARNING, log_to_driver=False,
                  include_dashboard=False,

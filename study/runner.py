@@ -53,6 +53,10 @@ class StudyRunner:
         return tune.with_resources(train_cell, {"cpu": self.cfg.resources.cpus, "gpu": self.cfg.resources.gpus})
 
     def _run_config(self, name: str, callbacks: list) -> tune.RunConfig:
+        # Tune's newer console output prints a config box, the run's folder and a TensorBoard hint even at
+        # verbose=0; its classic reporter (RAY_AIR_NEW_OUTPUT=0, Ray's documented switch) prints nothing at 0:
+        # our progress lines are the study's output. A user's own setting is kept.
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         return tune.RunConfig(name=name, storage_path=self.setup.directory.uri, callbacks=callbacks, verbose=0,
                               checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                               failure_config=tune.FailureConfig(max_failures=2))

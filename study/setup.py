@@ -119,7 +119,12 @@ class StudySetup:
             check_tracking_uri(self.tracking_uri)
 
             def open_store():  # MLflow is first imported here, not before ray.init: ray.init mostly waits on its processes
+                import logging
+
                 import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - 0.6-1 s that ray.init need not wait for
+
+                # "Creating initial MLflow database tables...": a new store is ours to create, not news
+                logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
                 client = open_client(self.tracking_uri)
                 return client, ensure_experiment(client, self.cfg.name, artifact_root)
