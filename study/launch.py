@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 import time
+from pathlib import Path
 
 from study import config as study_config
 from study.config import ConfigError, StudyConfig
@@ -183,6 +184,30 @@ def resume(wanted: str | None, changes: dict | None = None, storage_path: str | 
         return StudyRunner(setup).execute()
 
 
+def _finals_done(state) -> str:
+    """``done/planned`` final runs, as MLflow (their one record) holds them; ``?`` if the store cannot be read.
+
+    Counted by (cell, seed) of completed final runs of the study — wherever they ran: a final stage, or a
+    search run's free slots — against the cells × final seeds of its config.
+    """
+    from study.runner import config_of
+
+    cfg = config_of(state, {})
+    planned = len(cfg.cells()) * len(cfg.final_seeds)
+    uri = state.tracking_uri
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return f"?/{planned}"  # never create a store just to list
+    try:
+        from mlflow.tracking import MlflowClient
+
+        runs = MlflowClient(uri).search_runs([state.experiment_id], f"tags.study_id = '{state.study_id}' and "
+                                             f"tags.stage = 'final' and tags.outcome = 'completed'", max_results=50000)
+    except Exception:  # noqa: BLE001 - a tracking server that is down: the list still shows the record
+        return f"?/{planned}"
+    done = {(r.data.tags.get("cell"), r.data.tags.get("seed")) for r in runs}
+    return f"{len(done)}/{planned}"
+
+
 def list_studies(storage_path: str | None) -> str:
     """Every study under the storage path, with its trials as each cell's Optuna study records them."""
     import pandas as pd
@@ -201,7 +226,7 @@ def list_studies(storage_path: str | None) -> str:
                      "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(state.created)),
                      "cells": len(counts), "trials": sum(total.values()), "completed": total["complete"],
                      "pruned": total["pruned"], "failed": total["fail"],
-                     "final runs": f"{sum(state.final_complete)}/{len(state.final_runs)} Tune runs done"})
+                     "final runs": _finals_done(state)})
     if not rows:
         return f"no studies under {root}"
     return pd.DataFrame(rows).to_markdown(index=False)

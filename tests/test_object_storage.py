@@ -161,6 +161,7 @@ def test_a_study_on_s3_is_killed_and_resumed_from_elsewhere_with_exactly_its_tri
     row = [line for line in listed.stdout.splitlines() if study_id in line][0]
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == "finished" and cells[3:5] == ["1", "3"], listed.stdout  # status, cells, trials
+    assert cells[-1] == "1/1", listed.stdout  # the final run, counted in MLflow wherever it ran
 
     # extended by two trials per cell, stopped with Ctrl-C in the first of them, resumed: exactly 5 search trials
     logged = epochs_logged(tracking, "objects")
