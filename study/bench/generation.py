@@ -24,18 +24,29 @@ class PerSampleReference(Dataset):
     def __len__(self):
         return len(self.digits)
 
-    def _clutter(self, canvas: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    def _crop(self) -> torch.Tensor:
+        source = self.digits[self.rng.integers(len(self.digits))]
+        y, x = self.rng.integers(0, 28 - CLUTTER_SIDE + 1, 2)
+        return source[y:y + CLUTTER_SIDE, x:x + CLUTTER_SIDE]
+
+    def _clutter(self, canvas: torch.Tensor) -> torch.Tensor:
+        """Translated clutter as the authors' ``MNIST_noise(60)``: 6 crops at corners in [0, side - 6)."""
         side = canvas.shape[-1]
         for _ in range(6):
-            source = self.digits[self.rng.integers(len(self.digits))]
-            y, x = self.rng.integers(0, 28 - CLUTTER_SIDE + 1, 2)
-            patch = source[y:y + CLUTTER_SIDE, x:x + CLUTTER_SIDE][None]
-            if scale != 1.0:
-                size = max(1, int(round(CLUTTER_SIDE * scale)))
-                patch = TF.resize(patch, [size, size], antialias=True)
-            size = patch.shape[-1]
-            py, px = self.rng.integers(0, side - size + 1, 2)
-            canvas[0, py:py + size, px:px + size] += patch[0]
+            py, px = self.rng.integers(0, side - CLUTTER_SIDE, 2)
+            canvas[0, py:py + CLUTTER_SIDE, px:px + CLUTTER_SIDE] += self._crop()
+        return canvas.clamp_(max=1.0)
+
+    def _scaled_clutter(self, canvas: torch.Tensor) -> torch.Tensor:
+        """Scaled clutter as the authors' ``MNIST_noise(112, scale=True)``: each crop resized to 2s × 2s,
+        s in 1..9 (independent of the digit), centred in [2, side - 2), shrunk to stay on the canvas."""
+        side = canvas.shape[-1]
+        for _ in range(6):
+            crop = self._crop()
+            cy, cx = self.rng.integers(2, side - 2, 2)
+            s = min(int(self.rng.integers(1, 10)), side - max(cy, cx), min(cy, cx))
+            patch = torch.nn.functional.interpolate(crop[None, None], size=(2 * s, 2 * s), mode="bilinear")[0, 0]
+            canvas[0, cy - s:cy + s, cx - s:cx + s] += patch
         return canvas.clamp_(max=1.0)
 
     def __getitem__(self, index):
@@ -57,7 +68,7 @@ class PerSampleReference(Dataset):
         else:
             crop = (size - 112) // 2
             canvas[:] = resized[:, crop:crop + 112, crop:crop + 112]
-        return self._clutter(canvas, scale)
+        return self._scaled_clutter(canvas)
 
 
 def images_per_second(run, n: int) -> float:
