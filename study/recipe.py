@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from trainables.train import RESULT_FILE
@@ -152,17 +153,25 @@ def curves(root: Path, out: Path) -> None:
               ("val_theta_shear_rms", 1, "θ's shear: RMS over val images")]
     panels = [p for p in panels if any(h.get(p[0]) is not None for hs in histories.values() for h in hs)]
     by_step = all("step" in h for hs in histories.values() for h in hs)  # runs of different train sizes compare per step
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.4 * len(panels), 4.5), squeeze=False)
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, grid = plt.subplots(rows, columns, figsize=(5.4 * columns, 4.2 * rows), squeeze=False)
+    axes = grid.flatten()
     for i, (name, history) in enumerate(histories.items()):
-        xs, color = [h["step" if by_step else "epoch"] for h in history], plt.cm.tab20(i % 20)  # one colour per run
-        for ax, (key, scale, _) in zip(axes[0], panels):
+        xs, color = [h["step" if by_step else "epoch"] for h in history], plt.cm.tab10(i % 10)  # one colour per run
+        for ax, (key, scale, _) in zip(axes, panels):
             if any(h.get(key) is not None for h in history):
-                ax.plot(xs, [scale * h.get(key, float("nan")) for h in history], lw=1, color=color, label=name)
-    for ax, (_, _, title) in zip(axes[0], panels):  # a panel only for what was measured (no slope for translation)
+                ax.plot(xs, [scale * h.get(key, float("nan")) for h in history], lw=0.8, color=color, label=name)
+    for ax, (key, scale, title) in zip(axes, panels):  # a panel only for what was measured (no slope for translation)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step (batch)" if by_step else "epoch")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=6, loc="upper right")
+        values = [scale * h[key] for hs in histories.values() for h in hs if h.get(key) is not None]
+        if values and key != "val_angle_slope":  # a divergence spike must not flatten every other curve
+            ax.set_ylim(min(0.0, min(values)), float(np.percentile(values, 99.5)) * 1.05)
+    for ax in axes[len(panels):]:
+        ax.axis("off")
+    axes[0].legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
