@@ -7,7 +7,7 @@ from conftest import DEVICES
 from trainables import st
 from trainables.architectures import stack_param_count
 from trainables.models import STNClassifier, count_parameters
-from trainables.registry import DATASETS, VariantError, all_canonical, architecture, canonical_variants
+from trainables.registry import ALL_DATASETS, DATASETS, VariantError, all_canonical, architecture, canonical_variants
 
 BLOCK1 = 64 * 1 * 9 * 9 + 64  # Conv(1->64, 9x9)
 BLOCK2 = 64 * 64 * 7 * 7 + 64  # Conv(64->64, 7x7)
@@ -122,3 +122,21 @@ def test_runs_on_every_available_device(device):
     logits = model(batch(model).to(device))
     logits.sum().backward()
     assert logits.device.type == device
+
+
+@pytest.mark.parametrize("dataset,variant,st_transform", [  # the deeper networks' cells: the slow tier
+    pytest.param(*cell, marks=[pytest.mark.slow] if cell[0] not in DATASETS else []) for cell in all_canonical(ALL_DATASETS)])
+def test_every_parameter_gets_a_gradient(dataset, variant, st_transform):
+    """timm's test_model_backward over the registry: no parameter is left out of the loss. The last
+    localisation layer starts at zero (the identity), which stops the gradient into the head at the very
+    first step by design: it is moved off zero first, as one step of training would."""
+    torch.manual_seed(0)
+    model = STNClassifier(dataset, variant, st_transform).train()
+    if model.localisation is not None:
+        with torch.no_grad():
+            model.localisation.params.weight.normal_(0, 1e-3)
+    side, channels = model.arch.input_side, model.arch.in_channels
+    logits = model(torch.rand(2, channels, side, side, generator=torch.Generator().manual_seed(1)))
+    logits.float().logsumexp(-1).sum().backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, missing
