@@ -17,6 +17,7 @@ from study.config import ConfigError, StudyConfig
 from study.paths import StudyDir, artifacts_root, new_study_id, storage_root  # noqa: F401 - also this module's API
 from study.signals import STOP, graceful_stop
 from trainables.data import DataError
+from trainables.outcome import Outcome
 
 log = logging.getLogger("study")
 
@@ -201,7 +202,7 @@ def _finals_done(state) -> str:
         from mlflow.tracking import MlflowClient
 
         runs = MlflowClient(uri).search_runs([state.experiment_id], f"tags.study_id = '{state.study_id}' and "
-                                             f"tags.stage = 'final' and tags.outcome = 'completed'", max_results=50000)
+                                             f"tags.stage = 'final' and tags.outcome = '{Outcome.COMPLETED}'", max_results=50000)
     except Exception:  # noqa: BLE001 - a tracking server that is down: the list still shows the record
         return f"?/{planned}"
     done = {(r.data.tags.get("cell"), r.data.tags.get("seed")) for r in runs}

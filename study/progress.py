@@ -7,6 +7,8 @@ import time
 
 from ray import tune
 
+from trainables.outcome import Outcome
+
 
 def _fmt_seconds(seconds: float) -> str:
     seconds = max(0, int(seconds))
@@ -42,18 +44,18 @@ class Progress(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "epoch" in result and not result.get("outcome"):
             self.epochs_done[trial.trial_id] = int(result["epoch"])
-        if result.get("outcome") == "completed" and "val_error" in result:
+        if result.get("outcome") == Outcome.COMPLETED and "val_error" in result:
             cell = self.cell_of.get(trial.trial_id, "?")
             self.best[cell] = min(self.best.get(cell, 1.0), float(result["val_error"]))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
-        self.outcomes[trial.trial_id] = last.get("outcome") or "pruned"
+        self.outcomes[trial.trial_id] = last.get("outcome") or Outcome.PRUNED
         self.epochs_done[trial.trial_id] = self.epochs  # a pruned trial frees its remaining budget
         self.print_block()
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.outcomes[trial.trial_id] = "failed"
+        self.outcomes[trial.trial_id] = Outcome.FAILED
         self.epochs_done[trial.trial_id] = self.epochs
         self.print_block()
 
@@ -79,7 +81,7 @@ class Progress(tune.Callback):
             ids = [t for t, c in self.cell_of.items() if c == cell]
             states = [self.outcomes.get(t, "running") for t in ids]
             best = self.best.get(cell)
-            lines.append(f"  {cell:<32} running {states.count('running')}  done {states.count('completed')}  "
-                         f"pruned {states.count('pruned')}  failed {states.count('failed') + states.count('diverged')}"
+            lines.append(f"  {cell:<32} running {states.count('running')}  done {states.count(Outcome.COMPLETED)}  "
+                         f"pruned {states.count(Outcome.PRUNED)}  failed {states.count(Outcome.FAILED) + states.count(Outcome.DIVERGED)}"
                          f"  best val {'—' if best is None else f'{100 * best:.1f}%'}")
         print("\n".join(lines), file=self.stream, flush=True)

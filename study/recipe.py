@@ -24,12 +24,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from trainables.outcome import Outcome
 from trainables.train import RESULT_FILE
 
 AXES = ("variant", "optimizer", "lr", "momentum", "batch_size", "loc_lr_mult", "warmup_epochs", "lr_milestones",
         "st_transform", "precision", "seed")
-ABBREVIATIONS = {"variant": "", "optimizer": "", "lr": "lr", "momentum": "m", "batch_size": "b", "loc_lr_mult": "loc", "warmup_epochs": "wu",
-                 "lr_milestones": "ms", "st_transform": "", "precision": "", "seed": "s"}
+ABBREVIATIONS = {"variant": "", "optimizer": "", "lr": "lr", "momentum": "m", "batch_size": "b", "loc_lr_mult": "loc",
+                 "warmup_epochs": "wu", "lr_milestones": "ms", "st_transform": "", "precision": "", "seed": "s"}
 
 
 def run_name(point: dict) -> str:
@@ -74,7 +75,7 @@ def command(point: dict, args: argparse.Namespace, out: Path) -> list[str]:
 def finished(directory: Path) -> bool:
     """A run that ended on its own (completed or diverged); a stopped one is run again."""
     path = directory / RESULT_FILE
-    return path.exists() and json.loads(path.read_text()).get("status") in ("completed", "diverged")
+    return path.exists() and json.loads(path.read_text()).get("status") in (Outcome.COMPLETED, Outcome.DIVERGED)
 
 
 def run_grid(points: list[dict], args: argparse.Namespace, root: Path) -> None:

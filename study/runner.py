@@ -19,16 +19,17 @@ import yaml
 from ray import tune
 
 from study.config import StudyConfig, validate
-from study.progress import Progress
 from study.disk import DiskGuard
-from study.setup import StudySetup
-from study.signals import fit
+from study.progress import Progress
 from study.search.schedulers import CellPruningScheduler, SnapshotOnAddScheduler
 from study.search.searcher import PerCellSearcher
-from study.trial_schema import HPARAM_KEYS, final_key
+from study.setup import StudySetup
+from study.signals import fit
 from study.state import StudyState, write_deadline
 from study.tracking.trial_runs import TrialTracker
 from study.trial import train_cell
+from study.trial_schema import HPARAM_KEYS, final_key
+from trainables.outcome import Outcome
 
 log = logging.getLogger(__name__)
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -138,7 +139,7 @@ class StudyRunner:
             return set()  # no final run can have started yet: nothing to look up (and no need for the server)
         self.setup._flush_tracking(wait=True)  # what MLflow holds must be up to date; raises if it stays down
         runs = self.setup.client.search_runs([self.state.experiment_id], f"tags.study_id = '{self.state.study_id}' and "
-                                       f"tags.stage = 'final' and tags.outcome = 'completed'", max_results=5000)
+                                       f"tags.stage = 'final' and tags.outcome = '{Outcome.COMPLETED}'", max_results=5000)
         return {final_key({"cell": r.data.tags["cell"], "seed": r.data.tags["seed"],
                            **{k: r.data.params.get(k) for k in HPARAM_KEYS}}) for r in runs}
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from study import cluster
 from study.config import StudyConfig
 from study.disk import DiskGuard, check_free_space
-from study.signals import STOP
-from study.prepare import prepare, provenance
 from study.paths import StudyDir, artifacts_root, is_remote, new_study_id, storage_root
+from study.prepare import prepare, provenance
+from study.signals import STOP
 from study.state import StudyState, study_dir
 from study.tracking.store import (
     artifact_root_for,

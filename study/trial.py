@@ -21,6 +21,7 @@ from study.prepare import source_root
 from study.trial_schema import hparams
 from trainables.data import data_source, load_data
 from trainables.loop import TrainConfig, train
+from trainables.outcome import Outcome
 
 STATE_FILE, MODEL_FILE, SPEC_FILE = "state.pt", "model.pt", "model_spec.json"
 
@@ -69,7 +70,7 @@ def train_cell(config: dict) -> None:
     cfg = train_config(config)
     resume = _load_resume()
     if resume is not None and resume.get("final"):
-        tune.report({"outcome": "completed", **resume["final"]})  # finished before an interruption
+        tune.report({"outcome": Outcome.COMPLETED, **resume["final"]})  # finished before an interruption
         return
 
     restored_from = int(resume["epoch"]) if resume is not None else 0
@@ -82,11 +83,11 @@ def train_cell(config: dict) -> None:
 
     splits = _splits(data_source(cfg.dataset), cfg.data_root)
     result = train(cfg, on_epoch=on_epoch, splits=splits, resume=resume)
-    if result.status == "diverged":
+    if result.status == Outcome.DIVERGED:
         # val_error = 1.0 (the worst error): Tune requires its metric in every result; the searcher is told FAIL
-        tune.report({"outcome": "diverged", "message": result.message, "val_error": 1.0, **result.metrics})
+        tune.report({"outcome": Outcome.DIVERGED, "message": result.message, "val_error": 1.0, **result.metrics})
         return
-    final = {**result.metrics, "outcome": "completed", "node_id": _node_id()}
+    final = {**result.metrics, "outcome": Outcome.COMPLETED, "node_id": _node_id()}
     with tempfile.TemporaryDirectory() as directory:
         from trainables.figures import write_trial_figures  # matplotlib: not on the way to a trial's first epoch
 

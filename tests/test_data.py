@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.data import DataError, EMBEDDED_SPLIT, MNIST_FILES, load_mnist, load_torchvision, stream_seed
+from trainables.data import EMBEDDED_SPLIT, MNIST_FILES, DataError, load_mnist, load_torchvision, stream_seed
 
 
 def test_embedded_split_is_shuffled_and_disjoint(splits):

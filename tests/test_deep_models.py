@@ -12,7 +12,13 @@ import torch
 from trainables import st
 from trainables.models import STNClassifier, count_parameters
 from trainables.registry import (
-    ALL_DATASETS, CORE_VARIANTS, DEEP_DATASETS, VariantError, all_canonical, allowed_depths, canonical_variants,
+    ALL_DATASETS,
+    CORE_VARIANTS,
+    DEEP_DATASETS,
+    VariantError,
+    all_canonical,
+    allowed_depths,
+    canonical_variants,
     check_variant,
 )
 

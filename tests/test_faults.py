@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import MlflowServer, epochs_logged
 from mlflow.tracking import MlflowClient
 
-from conftest import MlflowServer, epochs_logged
 from study.report.data import load_study
 
 STUDY = ["--variants", "CNN", "--train-size", "256", "--set", "test_passes=1", "--set", "grace_period=20",

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from trainables import st
-from trainables.distortions import make_distortion
 from trainables.data import generator
+from trainables.distortions import make_distortion
 from trainables.loop import TrainConfig, build_optimizer
 from trainables.models import STNClassifier, count_parameters
 from trainables.registry import DATASETS, canonical_variants

@@ -1,12 +1,12 @@
 """A tiny ICPR-shaped study end to end: a PlanktonSet PNG tree, real Ray Tune, Optuna and MLflow, the depth table."""
 
 from mlflow.tracking import MlflowClient
+from test_plankton import write_tree
 
 from study.config import load
 from study.launch import run
 from study.report.build import build_report
 from study.report.data import load_study
-from test_plankton import write_tree
 
 
 def test_tiny_icpr_study_reports_the_depth_table(ray_local, tmp_path):

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import saved_study
+
 from study import launch
 from study.lock import HOLDER_FILE, driver_lock, holder
 from study.runner import StudyRunner

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import DEVICES
+
 from trainables import st
 from trainables.architectures import stack_param_count
 from trainables.models import STNClassifier, count_parameters

@@ -13,13 +13,13 @@ import time
 
 import optuna
 import pytest
+from conftest import S3Server, epochs_logged
 from mlflow.tracking import MlflowClient
 
-from conftest import S3Server, epochs_logged
 from study.paths import StudyDir, s3_client
+from study.report.data import load_study
 from study.search.record import JOURNAL_FILE, ObjectJournalBackend
 from study.search.segments import RecordConflict, SegmentedJournalBackend
-from study.report.data import load_study
 
 BASE = ["--name", "objects", "--variants", "CNN", "--epochs", "3", "--train-size", "256", "--set", "test_passes=1",
         "--set", "grace_period=10", "--max-concurrent", "1", "--cpus-per-trial", "1", "--quiet"]

@@ -7,12 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_plankton import write_tree
+from test_svhn_multi import write_svhn_multi
 
 from study.launch import main
 from study.prepare import prepare, source_root
 from study.trial import train_config
-from test_plankton import write_tree
-from test_svhn_multi import write_svhn_multi
 from trainables.data import DataError
 
 TESTS = Path(__file__).parent

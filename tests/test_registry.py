@@ -3,8 +3,16 @@
 import pytest
 
 from trainables.registry import (
-    CORE_VARIANTS, DATASETS, ST_TRANSFORMS, VariantError, VariantSpec, all_canonical, allowed_depths,
-    canonical_variants, check_variant, parse_variant,
+    CORE_VARIANTS,
+    DATASETS,
+    ST_TRANSFORMS,
+    VariantError,
+    VariantSpec,
+    all_canonical,
+    allowed_depths,
+    canonical_variants,
+    check_variant,
+    parse_variant,
 )
 
 

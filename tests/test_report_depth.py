@@ -2,9 +2,9 @@
 
 import pytest
 from matplotlib.image import imread
+from test_report import add_run, new_store
 
 from study.report.build import build_report
-from test_report import add_run, new_store
 
 # test errors per plankton cell: (stage, values); the depth table must show their mean ± std (ddof 1) in %
 PLANKTON = {

@@ -16,9 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from mlflow.tracking import MlflowClient
-
 from conftest import epochs_logged, saved_study
+from mlflow.tracking import MlflowClient
 
 from study import launch as launcher
 from study.launch import list_studies

@@ -3,9 +3,9 @@
 import json
 
 import pytest
+from conftest import MlflowServer
 from mlflow.tracking import MlflowClient
 
-from conftest import MlflowServer
 from study.tracking.spool import TrackingSpool
 
 

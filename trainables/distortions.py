@@ -13,7 +13,6 @@ The ST θ that undoes each one is ``oracle_theta`` (tests pin the pose formulas 
 
 from __future__ import annotations
 
-
 import torch
 
 from trainables import st

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from trainables import metrics, st
+from trainables.architectures import stride_after_blocks
 from trainables.augment import eval_distortion, train_distortion
 from trainables.data import DistortedStream, MnistSplits, generator, stream_seed
-from trainables.architectures import stride_after_blocks
 from trainables.models import STNClassifier
 
 EVAL_SEED = 0  # val/test draws: shared by every trial, independent of the trial seed

@@ -19,6 +19,7 @@ from trainables.augment import train_distortion
 from trainables.data import DataError, DistortedStream, MnistSplits, load_data, stream_seed
 from trainables.evaluate import evaluate, validate
 from trainables.models import STNClassifier
+from trainables.outcome import Outcome
 from trainables.registry import DATASETS, architecture, check_variant
 
 OPTIMIZERS = ("sgd", "adam")
@@ -99,7 +100,7 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    status: str  # completed | diverged | stopped
+    status: Outcome  # COMPLETED, DIVERGED or STOPPED
     metrics: dict
     history: list[dict] = field(default_factory=list)
     message: str = ""
@@ -189,7 +190,7 @@ def train(cfg: TrainConfig, on_epoch=None, splits: MnistSplits | None = None, re
 
     def diverged(where: str, value: float) -> TrainResult:
         message = f"diverged at {where}: loss is {value} (optimizer {cfg.optimizer}, lr {cfg.lr:g}); lower the learning rate"
-        return TrainResult("diverged", {"epochs_completed": len(history)}, history, message, model, config=config)
+        return TrainResult(Outcome.DIVERGED, {"epochs_completed": len(history)}, history, message, model, config=config)
 
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
@@ -213,11 +214,11 @@ def train(cfg: TrainConfig, on_epoch=None, splits: MnistSplits | None = None, re
                   "images_per_s": seen / seconds, "lr": optimizer.param_groups[-1]["lr"], "epoch_seconds": seconds}
         history.append(record)
         if on_epoch is not None and on_epoch(record, state) == "stop":
-            return TrainResult("stopped", {"epochs_completed": epoch + 1, **record}, history, "stopped early",
+            return TrainResult(Outcome.STOPPED, {"epochs_completed": epoch + 1, **record}, history, "stopped early",
                                model, config=config)
     final = {"epochs_completed": cfg.epochs, **(history[-1] if history else {})}
     figures = {}
     if evaluate_at_end:
         test_metrics, figures = evaluate(model, splits, cfg.test_passes)
         final.update(test_metrics)
-    return TrainResult("completed", final, history, "", model, figures, config)
+    return TrainResult(Outcome.COMPLETED, final, history, "", model, figures, config)

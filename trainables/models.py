@@ -18,8 +18,8 @@ from trainables.architectures import (
     LEAKY_SLOPE,
     layer_output,
     map_after_blocks,
-    stack_output,
     st_output_side,
+    stack_output,
     stride_after_blocks,
 )
 from trainables.registry import ST_TRANSFORMS, architecture, check_variant

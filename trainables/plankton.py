@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainables.splits import SPLIT_SEED, DataError, MnistSplits, digest, decode_cached
+from trainables.splits import SPLIT_SEED, DataError, MnistSplits, decode_cached, digest
 
 SIDE = 95
 NUM_CLASSES = 121

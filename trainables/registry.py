@@ -21,8 +21,8 @@ from trainables.architectures import (
     Architecture,
     ShapeError,
     map_after_blocks,
-    stack_output,
     st_output_side,
+    stack_output,
 )
 
 DEEP_DATASETS: tuple[str, ...] = tuple(DEEP_ARCHITECTURES)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainables.splits import FULL_VAL_FRACTION, DataError, MnistSplits, digest, split, decode_cached
+from trainables.splits import FULL_VAL_FRACTION, DataError, MnistSplits, decode_cached, digest, split
 
 SIDE = 64
 POSITIONS = 5

@@ -14,6 +14,7 @@ import torch
 
 from trainables.data import DataError, load_data
 from trainables.loop import OPTIMIZERS, ConfigError, TrainConfig, TrainResult, check_splits, train
+from trainables.outcome import Outcome
 from trainables.registry import ALL_DATASETS, ST_TRANSFORMS, VariantError
 
 RESULT_FILE = "result.json"
@@ -66,8 +67,9 @@ def _fmt(record: dict, epochs: int, elapsed: float) -> str:
     theta = (f"  θ sd: angle {record['val_theta_angle_sd']:.1f}° log2 scale {record['val_theta_log2_scale_sd']:.3f} "
              f"shear {record['val_theta_shear_rms']:.3f} shift {record['val_theta_shift_sd']:.3f}"
              if "val_theta_angle_sd" in record else "")
-    return (f"epoch {record['epoch']:>3}/{epochs} step {record['step']}  loss {record['train_loss']:.4f}  val {100 * record['val_error']:5.2f}%"
-            f"{pose}{slope}{theta}  lr {record['lr']:.2g}  {record['images_per_s']:,.0f} img/s  {elapsed:,.0f}s")
+    return (f"epoch {record['epoch']:>3}/{epochs} step {record['step']}  loss {record['train_loss']:.4f}  "
+            f"val {100 * record['val_error']:5.2f}%{pose}{slope}{theta}  lr {record['lr']:.2g}  "
+            f"{record['images_per_s']:,.0f} img/s  {elapsed:,.0f}s")
 
 
 def main(argv=None) -> int:
@@ -101,7 +103,7 @@ def main(argv=None) -> int:
         result = train(cfg, on_epoch=on_epoch, splits=splits)
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: keep the epochs done so far, then stop
         code = 143 if isinstance(stop, Stopped) else 130
-        result = TrainResult("stopped", {"epochs_completed": len(history), **(history[-1] if history else {})},
+        result = TrainResult(Outcome.STOPPED, {"epochs_completed": len(history), **(history[-1] if history else {})},
                              history, "interrupted", config={**asdict(cfg), "device": str(cfg.resolved_device()),
                                                              "data_source": splits.source, "data_digest": splits.digest})
     finally:
@@ -110,10 +112,10 @@ def main(argv=None) -> int:
                "metrics": result.metrics, "history": result.history,
                "wall_seconds": time.perf_counter() - started}
     (out / RESULT_FILE).write_text(json.dumps(payload, indent=2))
-    if result.status == "stopped":
+    if result.status == Outcome.STOPPED:
         print(f"stopped after {len(history)} epochs; wrote {out / RESULT_FILE}", file=sys.stderr)
         return code
-    if result.status == "diverged":
+    if result.status == Outcome.DIVERGED:
         print(f"diverged: {result.message}", file=sys.stderr)
         print(f"wrote {out / RESULT_FILE}")
         return 1

@@ -29,7 +29,6 @@ from study.bench.overhead import study_overhead
 from study.bench.training import deep_step, scaling, step_options, train_vs_bound
 from trainables.data import load_embedded
 
-
 PARTS = ("data_speedup", "train_vs_bound", "step_options", "deep_step", "study_overhead", "scaling_epoch_s")
 
 

@@ -17,12 +17,27 @@ from pathlib import Path
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from study.report.data import (ReportError, Study, datasets_in, figure_data, learning_curves, load_study,
-                               out_dir_for, reported_runs, row_order)
+from study.report.data import (
+    ReportError,
+    Study,
+    datasets_in,
+    figure_data,
+    learning_curves,
+    load_study,
+    out_dir_for,
+    reported_runs,
+    row_order,
+)
 from study.report.depth import depth_grid, depth_tables, reference_cnn
-from study.report.figures import (alignment_curves_figure, error_vs_depth_figure, fig2_aligned_examples,
-                                  fig3_angle_plots, learning_curves_figure)
+from study.report.figures import (
+    alignment_curves_figure,
+    error_vs_depth_figure,
+    fig2_aligned_examples,
+    fig3_angle_plots,
+    learning_curves_figure,
+)
 from study.report.tables import Table, accuracy_table, alignment_table, eq1_table, random_reference
+from trainables.outcome import Outcome
 from trainables.registry import DEEP_DATASETS
 
 DEFAULT_PAIR = ("STN-SL1", "STN-C1")
@@ -114,7 +129,7 @@ def build_figures(client: MlflowClient, study: Study, out: Path, gaps: list[str]
         if dataset in DEEP_DATASETS:
             written.append(error_vs_depth_figure(out / f"error_vs_depth_{stem}.png", dataset,
                                                  depth_grid(study.runs, dataset), reference_cnn(study.runs, dataset)[0]))
-    curves = learning_curves(client, study.runs[study.runs["outcome"].isin(["completed", "pruned"])])
+    curves = learning_curves(client, study.runs[study.runs["outcome"].isin([Outcome.COMPLETED, Outcome.PRUNED])])
     written.append(learning_curves_figure(out / "learning_curves.png", curves))
     return [p for p in written if p is not None]
 

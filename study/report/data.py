@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from trainables.outcome import Outcome
 from trainables.registry import CORE_VARIANTS, DEEP_DATASETS, POSE_KIND
 
 # The MNIST family's columns are named by its distortion; the deep datasets by themselves
@@ -120,7 +121,7 @@ def _current_finals(cell: pd.DataFrame, final: pd.DataFrame) -> pd.DataFrame:
     finals of an earlier best are superseded, never averaged in). Runs without the tag predate it: all count."""
     if "hparams_hash" not in final or final["hparams_hash"].isna().all():
         return final
-    search = cell[(cell["stage"] == "search") & (cell["outcome"] == "completed")]
+    search = cell[(cell["stage"] == "search") & (cell["outcome"] == Outcome.COMPLETED)]
     if search.empty or "hparams_hash" not in search or search["hparams_hash"].isna().all():
         return final
     best = _val_best(search)["hparams_hash"].iloc[0]
@@ -135,12 +136,12 @@ def reported_runs(runs: pd.DataFrame, dataset: str, row: str) -> tuple[pd.DataFr
     cell = runs[(runs["param.dataset"] == dataset) & (runs["row"] == row)]
     if cell.empty:
         return cell, "not in this study"
-    final = _current_finals(cell, cell[(cell["stage"] == "final") & (cell["outcome"] == "completed")])
+    final = _current_finals(cell, cell[(cell["stage"] == "final") & (cell["outcome"] == Outcome.COMPLETED)])
     if not final.empty:
         return final, "final"
-    search = cell[(cell["stage"] == "search") & (cell["outcome"] == "completed")]
+    search = cell[(cell["stage"] == "search") & (cell["outcome"] == Outcome.COMPLETED)]
     if search.empty:
-        failed = cell["outcome"].isin(["diverged", "failed"]).sum()
+        failed = cell["outcome"].isin([Outcome.DIVERGED, Outcome.FAILED]).sum()
         return search, f"no completed trial ({failed} diverged/failed)"
     return _val_best(search), "val-best search trial"
 
@@ -154,12 +155,12 @@ def superseded_finals(runs: pd.DataFrame) -> pd.DataFrame:
         chosen, basis = reported_runs(runs, dataset, row)
         if basis == "final":
             kept |= set(chosen["run_id"])
-    final = runs[(runs["stage"] == "final") & (runs["outcome"] == "completed")]
+    final = runs[(runs["stage"] == "final") & (runs["outcome"] == Outcome.COMPLETED)]
     return final[~final["run_id"].isin(kept)]
 
 
 def failure_counts(runs: pd.DataFrame) -> dict[str, dict[str, int]]:
-    bad = runs[runs["outcome"].isin(["diverged", "failed"])] if not runs.empty else runs
+    bad = runs[runs["outcome"].isin([Outcome.DIVERGED, Outcome.FAILED])] if not runs.empty else runs
     return {cell: group["outcome"].value_counts().to_dict() for cell, group in bad.groupby("cell")}
 
 

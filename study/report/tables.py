@@ -10,8 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from study.report.data import (COLUMN, datasets_in, failure_counts, pose_unit, reported_runs, resolve_row, row_order,
-                               superseded_finals)
+from study.report.data import COLUMN, datasets_in, failure_counts, pose_unit, reported_runs, resolve_row, row_order, superseded_finals
 
 DASH = "—"
 

@@ -26,17 +26,27 @@ import optuna
 from ray.tune.search import Searcher
 
 from study.config import Range, SearchSpace, StudyConfig
-from study.search.samplers import make_pruner, make_sampler, search_seed
-from study.search.record import (counted, import_legacy, mark_lost, open_cell_study, open_storage, running_trials,
-                          state_counts, study_counts, trial_handle)
 from study.paths import StudyDir
+from study.search.record import (
+    counted,
+    import_legacy,
+    mark_lost,
+    open_cell_study,
+    open_storage,
+    running_trials,
+    state_counts,
+    study_counts,
+    trial_handle,
+)
+from study.search.samplers import make_pruner, make_sampler, search_seed
 from study.state import LEGACY_SEARCHER_FILE, read_deadline
 from study.trial_schema import cell_fields, constants, final_key, hparams_hash
+from trainables.outcome import Outcome
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger(__name__)
 METRIC, MODE = "val_error", "min"
-FINAL_ENDS = ("completed", "diverged")  # a final run that failed (errored) early is tried again by the final stage
+FINAL_ENDS = (Outcome.COMPLETED, Outcome.DIVERGED)  # a final run that failed (errored) early is tried again by the final stage
 
 
 class LegacyRecordError(RuntimeError):
@@ -247,11 +257,11 @@ class PerCellSearcher(Searcher):
             return  # told before the driver died, rerun by Tune from an older snapshot: the record stands
         if (result or {}).get("trial_seconds"):
             trial.set_user_attr("trial_seconds", float(result["trial_seconds"]))
-        if error or outcome in ("diverged", "failed"):
+        if error or outcome in (Outcome.DIVERGED, Outcome.FAILED):
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         elif trial_id in self.pruned:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        elif outcome == "completed" and result.get(METRIC) is not None:
+        elif outcome == Outcome.COMPLETED and result.get(METRIC) is not None:
             study.tell(trial, result[METRIC])
         else:  # stopped without a final result (e.g. the study's time budget ran out)
             study.tell(trial, state=optuna.trial.TrialState.FAIL)

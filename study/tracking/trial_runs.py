@@ -18,6 +18,7 @@ import numpy as np
 from ray import tune
 
 from study.trial_schema import HPARAM_KEYS, hparams_hash, mlflow_params
+from trainables.outcome import Outcome
 
 log = logging.getLogger(__name__)
 EPOCH_METRICS = ("train_loss", "val_error", "val_pose_sd", "val_angle_slope", "images_per_s", "lr", "epoch_seconds",
@@ -75,21 +76,21 @@ class TrialTracker(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
         pruned = self.searcher.pruned if self.searcher is not None else set()
-        outcome = last.get("outcome") or ("pruned" if trial.trial_id in pruned else "stopped")
+        outcome = last.get("outcome") or (Outcome.PRUNED if trial.trial_id in pruned else Outcome.STOPPED)
         tags = {"outcome": outcome}
-        if outcome == "completed":
+        if outcome == Outcome.COMPLETED:
             self._keep_checkpoint_files(trial)
             if last.get("node_id"):
                 tags["node_id"] = last["node_id"]
-        if outcome == "diverged":
-            tags["failure_reason"] = last.get("message", "diverged")
-        status = {"completed": "FINISHED", "pruned": "FINISHED", "diverged": "FAILED", "stopped": "KILLED"}[outcome]
+        if outcome == Outcome.DIVERGED:
+            tags["failure_reason"] = last.get("message", Outcome.DIVERGED)
+        status = {Outcome.COMPLETED: "FINISHED", Outcome.PRUNED: "FINISHED", Outcome.DIVERGED: "FAILED", Outcome.STOPPED: "KILLED"}[outcome]
         self.spool.submit("end", key=trial.trial_id, status=status, tags=tags)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         reason = (getattr(trial, "error_message", None) or "trial raised an error").strip().splitlines()[-1:]
         self.spool.submit("end", key=trial.trial_id, status="FAILED",
-                          tags={"outcome": "failed", "failure_reason": reason[0] if reason else "error"})
+                          tags={"outcome": Outcome.FAILED, "failure_reason": reason[0] if reason else "error"})
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         """A worker or node died: Tune restarts the trial from its last checkpoint; the run says so."""
