@@ -133,18 +133,18 @@ def test_a_lost_node_has_its_trials_rescheduled_and_finished(tmp_path):
     server = MlflowServer(tmp_path / "server").start()
     try:
         proc = launch(tmp_path, "--name", "nodeloss", "--cluster", "--address", cluster.address, "--trials-per-cell",
-                      "2", "--epochs", "30", "--max-concurrent", "2", "--tracking-uri", server.uri,
+                      "2", "--epochs", "16", "--max-concurrent", "2", "--tracking-uri", server.uri,
                       "--storage-path", str(tmp_path / "shared"), env={"RAY_TMPDIR": os.environ["RAY_TMPDIR"]})
 
         def both_checkpointed() -> bool:  # a state, not a moment: each running trial has a checkpoint to resume
             trials = [t for t in (tmp_path / "shared").glob("*/search-1/train_cell*") if t.is_dir()]
             return len(trials) >= 2 and all(len(list(t.glob("checkpoint_*"))) >= 2 for t in trials)
 
-        wait_for(both_checkpointed, proc)  # 30 epochs: most of each trial is still to run when the node goes
+        wait_for(both_checkpointed, proc)  # 16 epochs (below the pruner's grace of 20): most of each trial is left
         cluster.remove_node(doomed, allow_graceful=False)
         code, out = finish(proc)
         assert code == 0, out[-3000:]
-        assert_complete(server.uri, "nodeloss", trials=2, epochs=30)
+        assert_complete(server.uri, "nodeloss", trials=2, epochs=16)
         runs = load_study(MlflowClient(server.uri), "nodeloss").runs
         assert (runs["restored_from_epoch"].fillna(0) > 0).any()  # the lost trial resumed from its checkpoint
         assert runs["restarts"].dropna().astype(int).tolist() == [1]  # and its run says so
