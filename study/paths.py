@@ -111,34 +111,19 @@ class StudyDir:
         bucket, _, prefix = self.uri.removeprefix("s3://").partition("/")
         return s3_client(), bucket, prefix
 
+    # S3 only (the segmented journal and the driver lease): conditional writes, batched deletes, listing from a key
     def create_if_absent(self, name: str, data: bytes) -> bool:
-        """Write ``name`` only if nothing is there; False if something is. Atomic on S3 (a conditional
-        write, ``If-None-Match: *``) and locally (``O_EXCL``); on other object stores a check then a
-        write, which two writers can both pass."""
-        if self.uri.startswith("s3://"):
-            from botocore.exceptions import ClientError
+        """Write ``name`` only if nothing is there (``If-None-Match: *``, atomic); False if something is."""
+        from botocore.exceptions import ClientError
 
-            client, bucket, prefix = self._s3()
-            try:
-                client.put_object(Bucket=bucket, Key=f"{prefix}/{name}", Body=data, IfNoneMatch="*")
-                return True
-            except ClientError as err:
-                if err.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
-                    return False
-                raise
-        if self.local is not None:
-            path = self.local / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                with open(path, "xb") as handle:
-                    handle.write(data)
-                return True
-            except FileExistsError:
+        client, bucket, prefix = self._s3()
+        try:
+            client.put_object(Bucket=bucket, Key=f"{prefix}/{name}", Body=data, IfNoneMatch="*")
+            return True
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
                 return False
-        if self.exists(name):
-            return False
-        self.write_bytes(name, data)
-        return True
+            raise
 
     def read_versioned(self, name: str) -> tuple[bytes, str] | None:
         """(content, ETag) of an S3 object, or None if there is none."""
@@ -167,25 +152,20 @@ class StudyDir:
             raise
 
     def delete_many(self, names: list[str]) -> None:
-        """Delete ``names`` (absent ones are fine): on S3 in batches of 1,000 keys per request."""
-        if self.uri.startswith("s3://"):
-            client, bucket, prefix = self._s3()
-            for start in range(0, len(names), 1000):
-                keys = [{"Key": f"{prefix}/{name}"} for name in names[start:start + 1000]]
-                client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
-            return
-        for name in names:
-            self.delete(name)
+        """Delete ``names`` (absent ones are fine), 1,000 keys per request."""
+        client, bucket, prefix = self._s3()
+        for start in range(0, len(names), 1000):
+            keys = [{"Key": f"{prefix}/{name}"} for name in names[start:start + 1000]]
+            client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
 
-    def list_after(self, folder: str, start_after: str) -> list[str]:
-        """Names in ``folder`` that sort after ``start_after``; on S3 listed from there (``StartAfter``), not from the start."""
-        if self.uri.startswith("s3://"):
-            client, bucket, prefix = self._s3()
-            base = f"{prefix}/{folder}/"
-            pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=base,
-                                                                     StartAfter=base + start_after)
-            return [item["Key"][len(base):] for page in pages for item in page.get("Contents", [])]
-        return [name for name in self.listdir(folder) if name > start_after]
+    def list_after(self, folder: str, starts: str, after: str = "") -> list[str]:
+        """Names in ``folder`` that start with ``starts`` and sort after ``after``, listed from there
+        (``Prefix`` and ``StartAfter``): a reader never pages through what it does not need."""
+        client, bucket, prefix = self._s3()
+        base = f"{prefix}/{folder}/"
+        start = {"StartAfter": base + after} if after else {}
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=base + starts, **start)
+        return [item["Key"][len(base):] for page in pages for item in page.get("Contents", [])]
 
     def listdir(self, name: str = "") -> list[str]:
         """Names directly inside ``name`` (empty if it does not exist)."""

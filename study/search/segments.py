@@ -49,7 +49,6 @@ class SegmentedJournalBackend(BaseJournalBackend):
     def __init__(self, directory: StudyDir, name: str, writer: bool = False):
         self.directory, self.folder, self.writer = directory, f"{name}.d", writer
         self.legacy = name  # the single-object journal of earlier versions: read once, then compacted away
-        self.bytes_written = 0  # the record's bytes sent to the bucket by this backend (tests, bench)
         self._lines: list[bytes] = []
         self._base_bytes, self._tail_bytes, self._tail_segments = 0, 0, 0
         self._old_bases: list[str] = []  # bases a newer one supersedes (segments are never deleted: see _compact)
@@ -59,8 +58,7 @@ class SegmentedJournalBackend(BaseJournalBackend):
 
     # ---------------------------------------------------------------- reading
     def _load(self) -> None:
-        bases = sorted(int(m.group(2)) for m in map(_NAME.match, self.directory.list_after(self.folder, ""))
-                       if m and m.group(1) == "base")  # "base-…" sorts before "seg-…": a short listing
+        bases = sorted(int(m.group(2)) for m in map(_NAME.match, self.directory.list_after(self.folder, "base-")) if m)
         base = bases[-1] if bases else 0
         self._old_bases = [f"{self.folder}/{_name('base', n)}" for n in bases[:-1]]
         if bases:
@@ -69,9 +67,9 @@ class SegmentedJournalBackend(BaseJournalBackend):
                 raise RecordConflict(f"record: {self.directory}/{self.folder}/{_name('base', base)} holds "
                                      f"{len(self._lines)} lines, its name says {base}: the record is damaged")
             self._base_bytes = sum(map(len, self._lines))
-        after = _name("seg", base - 1) if base else "seg-"
-        segments = sorted(int(m.group(2)) for m in map(_NAME.match, self.directory.list_after(self.folder, after))
-                          if m and m.group(1) == "seg")
+        after = _name("seg", base - 1) if base else ""
+        segments = sorted(int(m.group(2)) for m in map(_NAME.match, self.directory.list_after(self.folder, "seg-", after))
+                          if m)
         self._has_legacy = not bases and not segments and self.directory.exists(self.legacy)
         if self._has_legacy:
             self._lines = self._split(self.directory.read_bytes(self.legacy))
@@ -104,7 +102,6 @@ class SegmentedJournalBackend(BaseJournalBackend):
             raise RecordConflict(f"record: another driver wrote line {len(self._lines)} of {self.directory}'s "
                                  f"Optuna journal first ({name} exists): this driver stops; resume the study "
                                  f"once the other one has ended")
-        self.bytes_written += len(data)
         self._lines += lines
         self._tail_bytes += len(data)
         self._tail_segments += 1
@@ -120,8 +117,7 @@ class SegmentedJournalBackend(BaseJournalBackend):
         """
         data = b"".join(self._lines)
         name = f"{self.folder}/{_name('base', len(self._lines))}"
-        if self.directory.create_if_absent(name, data):
-            self.bytes_written += len(data)
+        self.directory.create_if_absent(name, data)  # already there: another open wrote this same base
         self.directory.delete_many(self._old_bases + ([self.legacy] if self._has_legacy else []))
         self._has_legacy = False
         self._old_bases = [name]
