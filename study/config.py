@@ -93,13 +93,6 @@ class SearchSpace(Strict):
         ranges = [n for n in ("lr", "loc_lr_mult", "momentum", "weight_decay") if getattr(self, n).low != getattr(self, n).high]
         return [n for n in ("optimizer", "batch_size") if len(getattr(self, n)) > 1] + ranges
 
-    def recipe(self) -> dict:
-        """The one configuration of a fixed space (what ``sample_hparams`` would draw every time)."""
-        optimizer = self.optimizer[0]
-        return {"optimizer": optimizer, "lr": self.lr.low, "loc_lr_mult": self.loc_lr_mult.low,
-                "momentum": self.momentum.low if optimizer == "sgd" else 0.0, "weight_decay": self.weight_decay.low,
-                "batch_size": int(self.batch_size[0])}
-
     @field_validator("lr", "loc_lr_mult")
     @classmethod
     def _positive(cls, value: Range):

@@ -17,7 +17,6 @@ from study.config import ConfigError, StudyConfig
 from study.paths import StudyDir, artifacts_root, new_study_id, storage_root  # noqa: F401 - also this module's API
 from study.signals import STOP, graceful_stop
 from trainables.data import DataError
-from trainables.outcome import Outcome
 
 log = logging.getLogger("study")
 
@@ -201,8 +200,9 @@ def _finals_done(state) -> str:
     try:
         from mlflow.tracking import MlflowClient
 
-        runs = MlflowClient(uri).search_runs([state.experiment_id], f"tags.study_id = '{state.study_id}' and "
-                                             f"tags.stage = 'final' and tags.outcome = '{Outcome.COMPLETED}'", max_results=50000)
+        from study.tracking.trial_runs import completed_finals
+
+        runs = completed_finals(MlflowClient(uri), state.experiment_id, state.study_id)
     except Exception:  # noqa: BLE001 - a tracking server that is down: the list still shows the record
         return f"?/{planned}"
     done = {(r.data.tags.get("cell"), r.data.tags.get("seed")) for r in runs}

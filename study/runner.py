@@ -26,10 +26,9 @@ from study.search.searcher import PerCellSearcher
 from study.setup import StudySetup
 from study.signals import fit
 from study.state import StudyState, write_deadline
-from study.tracking.trial_runs import TrialTracker
+from study.tracking.trial_runs import TrialTracker, completed_finals
 from study.trial import train_cell
 from study.trial_schema import HPARAM_KEYS, final_key
-from trainables.outcome import Outcome
 
 log = logging.getLogger(__name__)
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -138,8 +137,7 @@ class StudyRunner:
         if not self.state.final_runs and not (self.cfg.overlap_final and self.state.search_runs):
             return set()  # no final run can have started yet: nothing to look up (and no need for the server)
         self.setup._flush_tracking(wait=True)  # what MLflow holds must be up to date; raises if it stays down
-        runs = self.setup.client.search_runs([self.state.experiment_id], f"tags.study_id = '{self.state.study_id}' and "
-                                       f"tags.stage = 'final' and tags.outcome = '{Outcome.COMPLETED}'", max_results=5000)
+        runs = completed_finals(self.setup.client, self.state.experiment_id, self.state.study_id)
         return {final_key({"cell": r.data.tags["cell"], "seed": r.data.tags["seed"],
                            **{k: r.data.params.get(k) for k in HPARAM_KEYS}}) for r in runs}
 

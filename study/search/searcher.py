@@ -73,6 +73,12 @@ def sample_hparams(trial: optuna.Trial, space: SearchSpace) -> dict:
     return hparams
 
 
+def fixed_recipe(space: SearchSpace) -> dict:
+    """The one configuration of a space without a choice (``trials_per_cell`` 0), drawn as every trial is."""
+    return sample_hparams(optuna.trial.FixedTrial({"optimizer": space.optimizer[0],
+                                                   "batch_size": space.batch_size[0]}), space)
+
+
 class PerCellSearcher(Searcher):
     """One Optuna study per cell until each has ``trials_per_cell`` trials, then the cells' final runs.
 
@@ -272,7 +278,7 @@ class PerCellSearcher(Searcher):
         Without a search (``trials_per_cell`` 0) every cell's best is the config's fixed recipe.
         """
         if not self.cfg.trials_per_cell:
-            return {key: {"hparams": self.cfg.space_for(cell.dataset, cell.variant).recipe(), "val_error": None,
+            return {key: {"hparams": fixed_recipe(self.cfg.space_for(cell.dataset, cell.variant)), "val_error": None,
                           "trial_number": None, "tune_trial_id": None} for key, cell in self.cells.items()}
         best = {}
         for key, study in self.studies.items():

@@ -21,6 +21,13 @@ from study.trial_schema import HPARAM_KEYS, hparams_hash, mlflow_params
 from trainables.outcome import Outcome
 
 log = logging.getLogger(__name__)
+
+
+def completed_finals(client, experiment_id: str, study_id: str) -> list:
+    """The study's completed final runs in MLflow, their one record (the runner skips them, ``--list`` counts them)."""
+    return client.search_runs([experiment_id], f"tags.study_id = '{study_id}' and tags.stage = 'final' and "
+                                               f"tags.outcome = '{Outcome.COMPLETED}'", max_results=50000)
+
 EPOCH_METRICS = ("train_loss", "val_error", "val_pose_sd", "val_angle_slope", "images_per_s", "lr", "epoch_seconds",
                  "restored_from_epoch", "trial_seconds")
 
