@@ -1,7 +1,8 @@
 """``python -m study.launch``: run a study — per-cell search, then the final stage — on Ray Tune.
 
 No arguments = the ``smoke`` preset on the embedded MNIST subset, a local Ray instance and the
-MLflow store under ``mlflow_artifacts/``. The same is callable from Python: ``run(config)``.
+MLflow store under ``mlflow_artifacts/``. This module is the command line only: from Python, the
+same is ``study.api.run(config)`` and ``study.api.resume(...)``.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from pathlib import Path
 
 from study import config as study_config
 from study.config import ConfigError, StudyConfig
-from study.paths import StudyDir, artifacts_root, new_study_id, storage_root  # noqa: F401 - also this module's API
-from study.signals import STOP, graceful_stop
+from study.extension import EXTENSIBLE, refusal
+from study.paths import storage_root
+from study.signals import STOP
 from trainables.data import DataError
 
 log = logging.getLogger("study")
@@ -50,14 +52,9 @@ def parser() -> argparse.ArgumentParser:
                    help="continue an interrupted study, or extend a finished one (default: the latest)")
     p.add_argument("--max-hours", type=float, help="time budget: stop scheduling new trials after H hours")
     p.add_argument("--list", action="store_true", help="list the studies in the storage path and exit")
-    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--quiet", action="store_true", help="no progress display (the report is still built)")
+    p.add_argument("--no-report", action="store_false", dest="report", help="do not build the report at the end")
     return p
-
-
-# What a resume may change: how much more to run, with what resources, and where the records are. Everything
-# else is a fact of the study, read from its study.json.
-EXTENSIBLE = ("trials_per_cell", "final_seeds", "max_concurrent_trials", "resources.cpus", "resources.gpus",
-              "tracking_uri", "storage_path")
 
 
 _FLAG_FIELDS = {"name": "name", "datasets": "datasets", "variants": "variants", "trials_per_cell": "trials_per_cell",
@@ -107,90 +104,13 @@ def resume_changes(args: argparse.Namespace) -> tuple[dict, dict]:
     return {**sets, **given}, names  # a flag wins over --set, as in a launch
 
 
-def refusal(what: str, study_id: str, names: dict) -> ConfigError:
-    """One line: what would change a fact of the study, and what a resume may change."""
-    allowed = ", ".join(names.get(key, key) for key in EXTENSIBLE)
-    return ConfigError([f"{what}: cannot be changed when resuming study {study_id}: allowed {allowed}"])
-
-
-def _get(data: dict, dotted: str):
-    for key in dotted.split("."):
-        data = data.get(key) if isinstance(data, dict) else None
-    return data
-
-
-def resumed_config(state, changes: dict, names: dict | None = None) -> StudyConfig:
-    """The saved config with ``changes`` on top; a field outside ``EXTENSIBLE`` may only repeat its saved value."""
-    from study.runner import config_of
-
-    saved = config_of(state, {}).model_dump(mode="json")
-    try:
-        cfg, error = config_of(state, {"tracking_uri": state.tracking_uri, **changes}), None
-    except ConfigError as err:  # a change that is refused anyway: say that, not what is wrong with its value
-        cfg, error = None, err
-    new = cfg.model_dump(mode="json") if cfg else {}
-    for key, value in changes.items():
-        if key not in EXTENSIBLE and (_get(new, key) if cfg else value) != _get(saved, key):
-            raise refusal((names or {}).get(key, key), state.study_id, names or {})
-    if error:
-        raise error
-    return cfg
-
-
-def one_driver(directory: StudyDir, study_id: str):
-    """The one-driver guard (``study.lock.study_lock``): on object stores other than S3, this machine's spool
-    folder of the study holds it, so it guards against a second driver here only."""
-    from study.lock import study_lock
-
-    return study_lock(directory, study_id, artifacts_root() / "spool" / directory.name)
-
-
-def run(cfg: StudyConfig, quiet: bool = False, max_hours: float | None = None, cluster: bool = False,
-        address: str | None = None) -> str:
-    """Run the study end to end and return its study id. Raises ConfigError / DataError / TrackingError."""
-    from study.setup import StudySetup
-
-    setup = StudySetup(cfg, quiet=quiet, max_hours=max_hours, cluster_address=address, use_cluster=cluster)
-    with graceful_stop():  # SIGTERM / SIGHUP: like Ctrl-C
-        state = setup.start()  # before the runner's imports: MLflow's are made beside ray.init (study.setup)
-        from study.runner import StudyRunner
-
-        with one_driver(setup.directory, state.study_id):
-            return StudyRunner(setup).execute()
-
-
-def resume(wanted: str | None, changes: dict | None = None, storage_path: str | None = None, quiet: bool = False,
-           max_hours: float | None = None, cluster: bool = False, address: str | None = None,
-           names: dict | None = None) -> str:
-    """Continue an interrupted study or extend a finished one (more trials per cell, more final seeds).
-
-    ``changes`` (config field → value) go on top of the saved config. The effective config is written to
-    ``study.json`` before any run starts, so an interrupted extension resumes as the extended study.
-    Raises ``StudyLocked`` while another driver runs the study.
-    """
-    from study.runner import StudyRunner
-    from study.setup import StudySetup
-    from study.state import find_state, study_dir
-
-    root = storage_root(storage_path)
-    state = find_state(root, wanted or None)
-    where = {"storage_path": storage_path} if storage_path else {}  # the study lives where it was found
-    cfg = resumed_config(state, {**where, **(changes or {})}, names)
-    setup = StudySetup(cfg, quiet=quiet, max_hours=max_hours, cluster_address=address, use_cluster=cluster)
-    with graceful_stop(), one_driver(study_dir(root, state.study_id), state.study_id):
-        setup.attach(state)  # every check passed: now the extension is a fact of the study
-        state.config_yaml, state.tracking_uri = cfg.to_yaml(), setup.tracking_uri
-        setup.save_state()
-        return StudyRunner(setup).execute()
-
-
 def _finals_done(state) -> str:
     """``done/planned`` final runs, as MLflow (their one record) holds them; ``?`` if the store cannot be read.
 
     Counted by (cell, seed) of completed final runs of the study — wherever they ran: a final stage, or a
     search run's free slots — against the cells × final seeds of its config.
     """
-    from study.runner import config_of
+    from study.extension import config_of
 
     cfg = config_of(state, {})
     planned = len(cfg.cells()) * len(cfg.final_seeds)
@@ -200,7 +120,7 @@ def _finals_done(state) -> str:
     try:
         from mlflow.tracking import MlflowClient
 
-        from study.tracking.trial_runs import completed_finals
+        from study.tracking.contract import completed_finals
 
         runs = completed_finals(MlflowClient(uri), state.experiment_id, state.study_id)
     except Exception:  # noqa: BLE001 - a tracking server that is down: the list still shows the record
@@ -236,6 +156,7 @@ def list_studies(storage_path: str | None) -> str:
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
+    from study import api
     from study.cluster import ClusterError
     from study.lock import StudyLocked
     from study.state import StudyNotFound, find_state
@@ -253,10 +174,10 @@ def main(argv=None) -> int:
             if args.preset or args.config:  # the saved config is the study's base: these would replace it
                 state = find_state(storage_root(args.storage_path), args.resume or None)
                 raise refusal("--preset" if args.preset else "--config", state.study_id, names)
-            study_id = resume(args.resume, changes, args.storage_path, args.quiet, args.max_hours, args.cluster,
-                              args.address, names)
+            study_id = api.resume(args.resume, changes, args.storage_path, args.quiet, args.report, args.max_hours,
+                                  args.cluster, args.address, names)
         else:
-            study_id = run(config_from_args(args), args.quiet, args.max_hours, args.cluster, args.address)
+            study_id = api.run(config_from_args(args), args.quiet, args.report, args.max_hours, args.cluster, args.address)
     except ConfigError as err:
         for line in err.lines:
             print(f"config error: {line}", file=sys.stderr)
@@ -268,7 +189,7 @@ def main(argv=None) -> int:
         return STOP.exit_code(130)  # 143 for SIGTERM, 129 for SIGHUP
     except RuntimeError as err:
         from study.disk import DiskSpaceError
-        from study.setup import TrackingBacklog
+        from study.driver import TrackingBacklog
 
         if not isinstance(err, (TrackingBacklog, DiskSpaceError)):
             raise

@@ -18,12 +18,14 @@ import torch
 from ray import tune
 
 from study.prepare import source_root
+from study.tracking.contract import MODEL_FILE, SPEC_FILE
 from study.trial_schema import hparams
 from trainables.data import data_source, load_data
+from trainables.figures import write_trial_figures
 from trainables.loop import TrainConfig, train
 from trainables.outcome import Outcome
 
-STATE_FILE, MODEL_FILE, SPEC_FILE = "state.pt", "model.pt", "model_spec.json"
+STATE_FILE = "state.pt"  # the loop's state in each checkpoint (the driver never reads it)
 
 
 @functools.lru_cache(maxsize=4)
@@ -89,8 +91,6 @@ def train_cell(config: dict) -> None:
         return
     final = {**result.metrics, "outcome": Outcome.COMPLETED, "node_id": _node_id()}
     with tempfile.TemporaryDirectory() as directory:
-        from trainables.figures import write_trial_figures  # matplotlib: not on the way to a trial's first epoch
-
         write_trial_figures(directory, result.figures, result.metrics, f"{config['cell']} ({config['stage']})")
         torch.save({"final": result.metrics, "epoch": cfg.epochs}, Path(directory) / STATE_FILE)
         if config.get("stage") == "final":

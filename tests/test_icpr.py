@@ -3,8 +3,8 @@
 from mlflow.tracking import MlflowClient
 from test_plankton import write_tree
 
+from study.api import run
 from study.config import load
-from study.launch import run
 from study.report.build import build_report
 from study.report.data import load_study
 
@@ -20,7 +20,7 @@ def test_tiny_icpr_study_reports_the_depth_table(ray_local, tmp_path):
         "max_concurrent_trials": 2, "device": "cpu", "data_root": str(data), "download": True,
         "tracking_uri": uri, "storage_path": str(tmp_path / "tune"),
     })
-    study_id = run(cfg, quiet=True)
+    study_id = run(cfg, quiet=True, report=False)
     client = MlflowClient(uri)
     study = load_study(client, study_id)
     runs = study.runs

@@ -10,8 +10,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from study.api import run
 from study.config import load
-from study.launch import run
 from study.report.data import load_study
 from study.state import StudyState
 
@@ -31,7 +31,7 @@ def study(ray_local, tmp_path_factory):
                                  "momentum": {"low": 0.0, "high": 0.0}}},
     })
     env_before = os.environ.get("MLFLOW_TRACKING_URI")
-    study_id = run(cfg, quiet=True)
+    study_id = run(cfg, quiet=True, report=False)
     # logging final models must not leave this store as the process-wide default for later studies
     assert os.environ.get("MLFLOW_TRACKING_URI") == env_before
     return study_id, uri, load_study(MlflowClient(uri), study_id).runs
@@ -84,6 +84,9 @@ def test_final_stage_retrains_each_cells_val_best_config_with_every_seed(study):
         for _, row in final.iterrows():
             assert [row[h] for h in hparams] == [best[h] for h in hparams]
             assert row["outcome"] == "completed" and row["param.epochs"] == str(EPOCHS)
+        # the driver recorded its choice on the parent run, where the report reads it
+        assert int(group["chosen_trial"].iloc[0]) == int(best["param.trial_number"])
+        assert set(final["hparams_hash"]) == {group["chosen_hash"].iloc[0]} == {best["hparams_hash"]}
 
 
 def test_each_cells_final_runs_start_in_the_search_run_once_its_search_is_over(study):
@@ -140,7 +143,7 @@ def test_a_diverging_cell_fails_its_runs_with_the_reason_and_the_study_goes_on(r
         "overrides": {"CNN": {"optimizer": ["sgd"], "lr": {"low": 1e30, "high": 2e30, "log": True}}},
         "overlap_final": False,  # the final stage as its own Tune run after the search
     })
-    study_id = run(cfg, quiet=True)
+    study_id = run(cfg, quiet=True, report=False)
     state = StudyState.load(tmp_path / "tune" / study_id)
     assert state.search_runs == ["search-1"] and state.final_runs == ["final-1"]
     runs = load_study(MlflowClient(uri), study_id).runs
@@ -218,7 +221,7 @@ def test_a_study_without_a_search_trains_its_fixed_recipe_in_final_runs_only(ray
     cfg = load("quick", overrides={"name": "recipe", "variants": ["CNN", "STN-SL1"], "epochs": 1, "train_size": 128,
                                    "test_passes": 1, "final_seeds": [0, 1], "tracking_uri": uri,
                                    "storage_path": str(tmp_path / "tune")})
-    study_id = run(cfg, quiet=True)
+    study_id = run(cfg, quiet=True, report=False)
     runs = load_study(MlflowClient(uri), study_id).runs
     assert set(runs["stage"]) == {"final"} and len(runs) == 4
     assert set(runs["outcome"]) == {"completed"} and (runs["status"] == "FINISHED").all()

@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import saved_study
 
-from study import launch
+from study import api, launch
+from study.driver import StudyDriver
 from study.lock import HOLDER_FILE, driver_lock, holder
-from study.runner import StudyRunner
-from study.setup import StudySetup
 from study.state import study_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,13 +30,13 @@ def stand_in(monkeypatch):
     seen = []
 
     def execute(self):
-        seen.append(holder(self.setup.directory.local))
-        if getattr(self.setup, "fail", None):
-            raise self.setup.fail
+        seen.append(holder(self.directory.local))
+        if getattr(self, "fail", None):
+            raise self.fail
         return self.state.study_id
 
-    monkeypatch.setattr(StudySetup, "attach", lambda self, state: setattr(self, "state", state))
-    monkeypatch.setattr(StudyRunner, "execute", execute)
+    monkeypatch.setattr(StudyDriver, "attach", lambda self, state: setattr(self, "state", state))
+    monkeypatch.setattr(StudyDriver, "execute", execute)
     return seen
 
 
@@ -72,19 +71,19 @@ def test_a_new_study_holds_the_lock_while_it_runs_and_releases_it_on_every_exit(
     storage = tmp_path / "tune"
     study_id = saved_study(storage)
 
-    def start(self):  # a study that exists on disk, as StudySetup.start leaves it
+    def start(self):  # a study that exists on disk, as StudyDriver.start leaves it
         from study.state import StudyState
 
         self.state, self.fail = StudyState.load(study_dir(storage, study_id)), fail
         return self.state
 
-    monkeypatch.setattr(StudySetup, "start", start)
+    monkeypatch.setattr(StudyDriver, "start", start)
     cfg = launch.study_config.load("smoke", overrides={"storage_path": str(storage)})
     if fail is None:
-        assert launch.run(cfg, quiet=True) == study_id
+        assert api.run(cfg, quiet=True) == study_id
     else:
         with pytest.raises(type(fail)):
-            launch.run(cfg, quiet=True)
+            api.run(cfg, quiet=True)
     assert stand_in[0]["pid"] == os.getpid()
     with driver_lock(study_dir(storage, study_id).local, study_id):  # free again
         pass

@@ -17,7 +17,7 @@ def test_tune_controller_can_be_asked_to_save_its_state_now():
 
 
 def test_ray_counts_the_cpus_a_local_instance_will_offer():
-    """study.setup.local_cpus: the container-aware CPU count Ray itself uses."""
+    """study.startup.local_cpus: the container-aware CPU count Ray itself uses."""
     from ray._private.utils import get_num_cpus
 
     assert isinstance(get_num_cpus(), int) and get_num_cpus() >= 1

@@ -260,6 +260,31 @@ def test_only_the_current_bests_finals_are_reported_and_superseded_ones_are_list
     assert "Superseded final runs" in md and "rotated-mnist/CNN: seeds 0, 1 of trial #0" in md
 
 
+def test_the_report_reads_the_configuration_the_driver_chose_and_does_not_choose_again(tmp_path):
+    """The parent run's ``best.<cell>`` tag (``StudyDriver.final_configs``) decides whose finals stand for a cell,
+    even where the search runs alone would rank another first (here: the tag names the worse trial)."""
+    import json
+
+    from study.tracking.contract import BEST_TAG
+
+    uri, client, exp, parent = new_store(tmp_path, "chosen")
+    old, new = "aaaaaaaaaaaa", "bbbbbbbbbbbb"
+    for trial, (val, digest) in enumerate([(0.20, old), (0.10, new)]):
+        rid = add_run(client, exp, parent, "rotated-mnist/CNN", "search", trial, trial=trial, val_error=val, test_error=val)
+        client.set_tag(rid, "hparams_hash", digest)
+    for trial, digest, errors in ((0, old, [0.50, 0.52]), (1, new, [0.04, 0.06])):
+        for seed, err in enumerate(errors):
+            rid = add_run(client, exp, parent, "rotated-mnist/CNN", "final", seed, trial=10 * trial + seed,
+                          test_error=err, val_error=err)
+            client.set_tag(rid, "hparams_hash", digest)
+            client.set_tag(rid, "selected_from_trial", str(trial))
+    client.set_tag(parent, f"{BEST_TAG}rotated-mnist/CNN", json.dumps({"trial_number": 0, "val_error": 0.2,
+                                                                       "hparams_hash": old}))
+    md = (build_report(uri, None, str(tmp_path / "report"), quiet=True, log_to_parent=False) / "accuracy.md").read_text()
+    assert "51.00 ± 1.41 (n=2)" in md and "5.00 ± 1.41" not in md
+    assert "rotated-mnist/CNN: seeds 0, 1 of trial #1" in md  # the other configuration's finals: superseded
+
+
 def test_figure_panels_that_cannot_be_fetched_are_named_with_the_reason(built):
     md = (built / "report.md").read_text()
     section = md.split("### Figure panels left out (their data could not be fetched)")[1]

@@ -272,8 +272,7 @@ def test_a_resume_that_would_change_a_fixed_field_is_refused_and_nothing_changes
 
 
 def test_an_extension_is_recorded_before_its_runs_so_an_interrupted_one_resumes_extended(tmp_path, monkeypatch):
-    from study.runner import StudyRunner
-    from study.setup import StudySetup
+    from study.driver import StudyDriver
 
     monkeypatch.chdir(tmp_path)
     storage = tmp_path / "tune"
@@ -284,8 +283,8 @@ def test_an_extension_is_recorded_before_its_runs_so_an_interrupted_one_resumes_
         ran.append(self.cfg)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(StudySetup, "attach", lambda self, state: setattr(self, "state", state))
-    monkeypatch.setattr(StudyRunner, "execute", execute)
+    monkeypatch.setattr(StudyDriver, "attach", lambda self, state: setattr(self, "state", state))
+    monkeypatch.setattr(StudyDriver, "execute", execute)
     common = ["--resume", study_id, "--storage-path", str(storage), "--quiet"]
     # flags that repeat the saved values are not changes; the extension is
     assert launcher.main([*common, "--epochs", "2", "--name", "saved", "--trials-per-cell", "4",

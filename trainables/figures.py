@@ -1,14 +1,14 @@
-"""Per-trial figures (matplotlib, PNG): the Fig. 3 angle plot and the Fig. 2 aligned examples."""
+"""Per-trial figures (matplotlib, PNG): the Fig. 3 angle plot and the Fig. 2 aligned examples.
+
+matplotlib is imported where a figure is drawn: the file names here are read by the driver and the
+tracking code, which draw nothing.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 
 ANGLE_BINS, ANGLE_LIMIT = 110, 110.0
 
@@ -35,7 +35,17 @@ def draw_angle_plot(ax, applied, predicted, slope: float, intercept: float, titl
     ax.set_title(title, fontsize=10)
 
 
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def angle_plot(path: str | Path, applied, predicted, slope: float, intercept: float, title: str) -> Path:
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
     draw_angle_plot(ax, applied, predicted, slope, intercept, title)
     fig.tight_layout()
@@ -46,6 +56,7 @@ def angle_plot(path: str | Path, applied, predicted, slope: float, intercept: fl
 
 def example_grid(path: str | Path, inputs: np.ndarray, outputs: np.ndarray | None, title: str) -> Path:
     """Rows: digits; columns: the digit under several transforms, then (if any) the ST's outputs."""
+    plt = _pyplot()
     digits, transforms = inputs.shape[:2]
     columns = transforms * (2 if outputs is not None else 1)
     fig, axes = plt.subplots(digits, columns, figsize=(columns * 0.9, digits * 0.9), dpi=100, squeeze=False)
@@ -64,18 +75,21 @@ def example_grid(path: str | Path, inputs: np.ndarray, outputs: np.ndarray | Non
     return Path(path)
 
 
+FIGURES_FILE, ANGLE_PLOT_FILE, EXAMPLES_FILE = "figures.npz", "angle_plot.png", "aligned_examples.png"
+
+
 def write_trial_figures(directory: str | Path, figures: dict, metrics: dict, title: str) -> list[Path]:
     """Write the raw figure data (figures.npz) and the PNGs a trial's run shows."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     if figures:
-        np.savez_compressed(directory / "figures.npz", **figures)
-        written.append(directory / "figures.npz")
+        np.savez_compressed(directory / FIGURES_FILE, **figures)
+        written.append(directory / FIGURES_FILE)
     if "angle_applied" in figures:
-        written.append(angle_plot(directory / "angle_plot.png", figures["angle_applied"], figures["angle_predicted"],
+        written.append(angle_plot(directory / ANGLE_PLOT_FILE, figures["angle_applied"], figures["angle_predicted"],
                                   metrics.get("angle_slope", float("nan")), metrics.get("angle_intercept", 0.0), title))
     if "example_inputs" in figures:
-        written.append(example_grid(directory / "aligned_examples.png", figures["example_inputs"],
+        written.append(example_grid(directory / EXAMPLES_FILE, figures["example_inputs"],
                                     figures.get("example_st_outputs"), title))
     return written

@@ -24,8 +24,8 @@ def study_overhead(epochs: int, train_size: int, trials_per_cell: int, final_see
     """
     from mlflow.tracking import MlflowClient
 
+    from study.api import run
     from study.config import load
-    from study.launch import run
     from study.report.data import load_study
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -34,7 +34,7 @@ def study_overhead(epochs: int, train_size: int, trials_per_cell: int, final_see
                                        "epochs": epochs, "train_size": train_size, "final_seeds": final_seeds,
                                        "pruner": "none", "tracking_uri": uri, "storage_path": f"{tmp}/tune"})
         started, started_epoch = time.perf_counter(), time.time()
-        study_id = run(cfg, quiet=True)
+        study_id = run(cfg, quiet=True, report=False)
         wall = time.perf_counter() - started
         client = MlflowClient(uri)
         runs = load_study(client, study_id).runs

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from study.tracking.contract import FIGURES_PATH, read_best_tags, study_runs
+from trainables.figures import FIGURES_FILE
 from trainables.outcome import Outcome
 from trainables.registry import CORE_VARIANTS, DEEP_DATASETS, POSE_KIND
 
@@ -60,7 +62,7 @@ def find_study(client: MlflowClient, wanted: str | None) -> pd.Series:
 def load_runs(client: MlflowClient, experiment_id: str, study_id: str) -> pd.DataFrame:
     runs, token = [], None
     while True:
-        page = client.search_runs([experiment_id], f"tags.study_id = '{study_id}'", max_results=1000, page_token=token)
+        page = client.search_runs([experiment_id], study_runs(study_id), max_results=1000, page_token=token)
         runs += list(page)
         token = page.token
         if not token:
@@ -75,8 +77,14 @@ def load_runs(client: MlflowClient, experiment_id: str, study_id: str) -> pd.Dat
 
 
 def load_study(client: MlflowClient, wanted: str | None) -> Study:
+    """The study's runs, each with the configuration the driver chose for its cell (``chosen_hash``,
+    ``chosen_trial``: the parent run's ``best.<cell>`` tags, once a search stage has ended)."""
     found = find_study(client, wanted)
     runs = load_runs(client, found["experiment_id"], found["study_id"])
+    chosen = read_best_tags(client.get_run(found["run_id"]).data.tags)
+    if not runs.empty:
+        runs["chosen_hash"] = [chosen.get(cell, {}).get("hparams_hash") for cell in runs["cell"]]
+        runs["chosen_trial"] = [chosen.get(cell, {}).get("trial_number") for cell in runs["cell"]]
     return Study(found["study_id"], found["experiment_id"], found["name"], found["run_id"], runs)
 
 
@@ -112,6 +120,13 @@ def datasets_in(runs: pd.DataFrame, posed: bool = False) -> list[str]:
 
 
 def _val_best(search: pd.DataFrame) -> pd.DataFrame:
+    """The cell's chosen search trial as the driver recorded it; before a search stage ended (no choice
+    recorded yet), the val-best completed trial so far."""
+    if "chosen_trial" in search and search["chosen_trial"].notna().any():
+        number = search["chosen_trial"].dropna().iloc[0]
+        chosen = search[pd.to_numeric(search.get("param.trial_number"), errors="coerce") == number]
+        if not chosen.empty:
+            return chosen.head(1)
     ranked = search.assign(_n=pd.to_numeric(search.get("param.trial_number", 0), errors="coerce"))
     return ranked.sort_values(["val_error", "_n"]).head(1).drop(columns="_n")
 
@@ -121,6 +136,8 @@ def _current_finals(cell: pd.DataFrame, final: pd.DataFrame) -> pd.DataFrame:
     finals of an earlier best are superseded, never averaged in). Runs without the tag predate it: all count."""
     if "hparams_hash" not in final or final["hparams_hash"].isna().all():
         return final
+    if "chosen_hash" in cell and cell["chosen_hash"].notna().any():
+        return final[final["hparams_hash"] == cell["chosen_hash"].dropna().iloc[0]]
     search = cell[(cell["stage"] == "search") & (cell["outcome"] == Outcome.COMPLETED)]
     if search.empty or "hparams_hash" not in search or search["hparams_hash"].isna().all():
         return final
@@ -168,7 +185,7 @@ def figure_data(client: MlflowClient, run_id: str, missing: list | None = None) 
     """The raw figure arrays a trial logged (figures/figures.npz), or None; why not is added to ``missing``."""
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            path = client.download_artifacts(run_id, "figures/figures.npz", tmp)
+            path = client.download_artifacts(run_id, f"{FIGURES_PATH}/{FIGURES_FILE}", tmp)
             with np.load(path) as data:
                 return {k: data[k] for k in data.files}
     except Exception as err:  # noqa: BLE001 - e.g. none logged, the artifact store unreachable, a damaged file

@@ -25,6 +25,8 @@ from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from study.tracking.contract import MODEL_FILE, SPEC_FILE
+
 log = logging.getLogger(__name__)
 # The driver's MLflow requests fail fast; the spool retries them for as long as the server is down.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -262,9 +264,9 @@ class TrackingSpool:
             if not Path(op["dir"]).is_dir():
                 return  # applied just before a crash
             for path in sorted(Path(op["dir"]).iterdir()):
-                if path.name != "model.pt" and path.name != "model_spec.json":
+                if path.name not in (MODEL_FILE, SPEC_FILE):
                     self.client.log_artifact(run_id, str(path), op.get("artifact_path"))
-            if (Path(op["dir"]) / "model.pt").exists():
+            if (Path(op["dir"]) / MODEL_FILE).exists():
                 from study.tracking.trial_runs import log_final_model
 
                 log_final_model(self.uri, run_id, Path(op["dir"]))

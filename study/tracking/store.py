@@ -160,5 +160,7 @@ def start_parent_run(client: MlflowClient, experiment_id: str, study_id: str, co
 
 
 def find_parent_run(client: MlflowClient, experiment_id: str, study_id: str):
-    runs = client.search_runs([experiment_id], f"tags.study_id = '{study_id}' and tags.stage = 'study'", max_results=1)
+    from study.tracking.contract import parent_run
+
+    runs = client.search_runs([experiment_id], parent_run(study_id), max_results=1)
     return runs[0] if runs else None

@@ -17,16 +17,12 @@ from pathlib import Path
 import numpy as np
 from ray import tune
 
+from study.tracking.contract import ARTIFACT_FILES, FIGURES_PATH, MODEL_FILE, SPEC_FILE
 from study.trial_schema import HPARAM_KEYS, hparams_hash, mlflow_params
 from trainables.outcome import Outcome
 
 log = logging.getLogger(__name__)
 
-
-def completed_finals(client, experiment_id: str, study_id: str) -> list:
-    """The study's completed final runs in MLflow, their one record (the runner skips them, ``--list`` counts them)."""
-    return client.search_runs([experiment_id], f"tags.study_id = '{study_id}' and tags.stage = 'final' and "
-                                               f"tags.outcome = '{Outcome.COMPLETED}'", max_results=50000)
 
 EPOCH_METRICS = ("train_loss", "val_error", "val_pose_sd", "val_angle_slope", "images_per_s", "lr", "epoch_seconds",
                  "restored_from_epoch", "trial_seconds")
@@ -119,12 +115,11 @@ class TrialTracker(tune.Callback):
             with checkpoint.as_directory() as directory:
                 files = [Path(directory) / name for name in ARTIFACT_FILES if (Path(directory) / name).exists()]
                 kept = self.spool.keep_files(files, trial.trial_id)
-            self.spool.submit("files", key=trial.trial_id, dir=str(kept), artifact_path="figures")
+            self.spool.submit("files", key=trial.trial_id, dir=str(kept), artifact_path=FIGURES_PATH)
         except Exception as err:  # artifacts are best effort: never fail a finished trial over them
             log.warning("could not keep the artifacts of %s: %s", trial.trial_id, err)
 
 
-ARTIFACT_FILES = ("angle_plot.png", "aligned_examples.png", "figures.npz", "model.pt", "model_spec.json")
 END_METRICS = ("test_error", "test_error_sd", "pose_sd", "angle_slope", "angle_intercept", "feature_misalignment",
                "rotation_consistency_deg",
                "pose_sd_composed", "angle_slope_composed", "angle_intercept_composed", "trial_seconds")
@@ -144,9 +139,9 @@ def log_final_model(tracking_uri: str, run_id: str, directory: Path) -> None:
 
     from trainables.models import STNClassifier
 
-    spec = json.loads((directory / "model_spec.json").read_text())
+    spec = json.loads((directory / SPEC_FILE).read_text())
     model = STNClassifier(spec["dataset"], spec["variant"], spec["st_transform"])
-    model.load_state_dict(torch.load(directory / "model.pt", map_location="cpu"))
+    model.load_state_dict(torch.load(directory / MODEL_FILE, map_location="cpu"))
     requirements = [f"torch=={metadata.version('torch')}", f"torchvision=={metadata.version('torchvision')}"]
     side = model.arch.input_side
     example = np.zeros((2, model.arch.in_channels, side, side), dtype=np.float32)  # 2: the batch stays dynamic

@@ -1,0 +1,45 @@
+"""Ray Tune plumbing shared by the search and final stages: the run config, and continuing an unfinished run."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ray import tune
+
+from study.paths import StudyDir
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Checkpointing every epoch (so a crashed trial loses at most one) makes Tune snapshot often; that is intended.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+def run_config(name: str, storage_uri: str, callbacks: list) -> tune.RunConfig:
+    # Tune's newer console output prints a config box, the run's folder and a TensorBoard hint even at
+    # verbose=0; its classic reporter (RAY_AIR_NEW_OUTPUT=0, Ray's documented switch) prints nothing at 0:
+    # our progress lines are the study's output. A user's own setting is kept.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    return tune.RunConfig(name=name, storage_path=storage_uri, callbacks=callbacks, verbose=0,
+                          checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                          failure_config=tune.FailureConfig(max_failures=2))
+
+
+def restorable(directory: StudyDir, name: str) -> bool:
+    """An unfinished Tune run can be continued only if its saved state holds trials."""
+    states = [f for f in directory.listdir(name) if f.startswith("experiment_state-") and f.endswith(".json")]
+    if not states:
+        return False
+    try:
+        return bool(json.loads(directory.read_text(f"{name}/{max(states)}")).get("trial_data"))
+    except (OSError, ValueError):
+        return False
+
+
+def restore(directory: StudyDir, name: str, trainable) -> tune.Tuner:
+    """The unfinished run ``name``: its running and errored trials continue from their last checkpoints."""
+    return tune.Tuner.restore(f"{directory.uri}/{name}", trainable=trainable, resume_unfinished=True,
+                              resume_errored=True, restart_errored=False)
+
+
+def with_resources(trainable, cpus: float, gpus: float):
+    return tune.with_resources(trainable, {"cpu": cpus, "gpu": gpus})
