@@ -23,9 +23,11 @@ def one_driver(directory: StudyDir, study_id: str):
 
 
 def run(cfg: StudyConfig, quiet: bool = False, report: bool = True, max_hours: float | None = None,
-        cluster: bool = False, address: str | None = None, trainable=train_cell) -> str:
-    """Run the study end to end and return its study id. Raises ConfigError / DataError / TrackingError."""
-    driver = StudyDriver(cfg, quiet, report, max_hours, address, cluster, trainable)
+        cluster: bool = False, address: str | None = None, trainable=train_cell, callbacks=()) -> str:
+    """Run the study end to end and return its study id. Raises ConfigError / DataError / TrackingError.
+
+    ``trainable`` and ``callbacks`` replace the trial's function and add Tune callbacks (the driver benchmark)."""
+    driver = StudyDriver(cfg, quiet, report, max_hours, address, cluster, trainable, callbacks)
     with graceful_stop():  # SIGTERM / SIGHUP: like Ctrl-C
         state = driver.start()
         with one_driver(driver.directory, state.study_id):

@@ -46,14 +46,14 @@ class StudyDriver:
     """The lifecycle of one launch or resume: ``start`` or ``attach`` → ``execute`` (search → final → report).
 
     ``trainable`` is the Tune function each trial runs (the product's ``study.trial.train_cell``; the
-    driver benchmark passes its load generator). ``quiet`` silences the progress, ``report`` builds the
-    report at the end.
+    driver benchmark passes its load generator, and ``callbacks`` its meter). ``quiet`` silences the
+    progress, ``report`` builds the report at the end.
     """
 
     def __init__(self, cfg: StudyConfig, quiet: bool = False, report: bool = True, max_hours: float | None = None,
-                 address: str | None = None, use_cluster: bool = False, trainable=train_cell):
+                 address: str | None = None, use_cluster: bool = False, trainable=train_cell, callbacks=()):
         self.cfg, self.quiet, self.report, self.max_hours = cfg, quiet, report, max_hours
-        self.use_cluster, self.address, self.trainable = use_cluster, address, trainable
+        self.use_cluster, self.address, self.trainable, self.extra_callbacks = use_cluster, address, trainable, callbacks
         self.tracking_uri = resolve_tracking_uri(cfg)
         self.storage = storage_root(cfg.storage_path)  # a local path or an object-store URI
         self.state: StudyState | None = None
@@ -160,7 +160,8 @@ class StudyDriver:
         return name
 
     def _callbacks(self, searcher, stage: str, cells: list, samples: int) -> list:
-        callbacks = [TrialTracker(self.spool, self.state.parent_run_id, self.state.study_id, searcher), self.guard]
+        callbacks = [TrialTracker(self.spool, self.state.parent_run_id, self.state.study_id, searcher), self.guard,
+                     *self.extra_callbacks]
         if not self.quiet:
             callbacks.append(Progress(stage, cells, samples, self.cfg.epochs))
         return callbacks
