@@ -14,11 +14,9 @@ from pathlib import Path
 
 from study import config as study_config
 from study.config import ConfigError, StudyConfig
-from study.paths import StudyDir, artifacts_root, new_study_id, storage_root  # noqa: F401 - also this module's API
+from study.paths import StudyDir, artifacts_root, storage_root
 from study.signals import STOP, graceful_stop
 from trainables.data import DataError
-
-log = logging.getLogger("study")
 
 
 def parser() -> argparse.ArgumentParser:

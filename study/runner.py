@@ -10,7 +10,6 @@ final runs that MLflow does not already hold.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import time
@@ -30,7 +29,6 @@ from study.tracking.trial_runs import TrialTracker, completed_finals
 from study.trial import train_cell
 from study.trial_schema import HPARAM_KEYS, final_key
 
-log = logging.getLogger(__name__)
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # Checkpointing every epoch (so a crashed trial loses at most one) makes Tune snapshot often; that is intended.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")

@@ -17,7 +17,6 @@ stage then runs only what is left.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 
@@ -41,7 +40,6 @@ from study.trial_schema import cell_fields, constants, final_key, hparams_hash
 from trainables.outcome import Outcome
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-log = logging.getLogger(__name__)
 METRIC, MODE = "val_error", "min"
 FINAL_ENDS = (Outcome.COMPLETED, Outcome.DIVERGED)  # a final run that failed (errored) early is tried again by the final stage
 
