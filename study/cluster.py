@@ -29,7 +29,7 @@ class ClusterError(RuntimeError):
 def let_trials_use_prestarted_workers() -> None:
     """Tune gives every trial actor a runtime env only to set ``PL_DISABLE_FORK`` (for PyTorch Lightning,
     which no trial uses), and an actor with a runtime env cannot take the workers Ray pre-starts: the
-    first trials waited ~1.7 s for new ones. Without it they start on the pre-started workers (a private
+    first trials would wait ~1.7 s for new ones. Without it they start on the pre-started workers (a private
     Tune setting: tests/test_private_apis.py fails when it changes)."""
     from ray.tune.execution import class_cache
 

@@ -21,8 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from trainables.registry import ALL_DATASETS, DEEP_DATASETS, ST_TRANSFORMS, VariantError, check_variant
 
 PRESETS = ("smoke", "quick", "cpu-demo", "paper", "icpr")
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_ARTIFACTS = PROJECT_ROOT / "mlflow_artifacts"
 FINAL_SEED_LIMIT = 2**20  # final seeds lie below it; search trials' seeds at or above it (study.search.samplers)
 
 

@@ -20,8 +20,6 @@ from study.paths import storage_root
 from study.signals import STOP
 from trainables.data import DataError
 
-log = logging.getLogger("study")
-
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m study.launch", description=__doc__,

@@ -16,7 +16,6 @@ from pathlib import Path
 from study.paths import StudyDir, study_dirs
 
 STATE_FILE, DEADLINE_FILE = "study.json", "deadline"
-LEGACY_SEARCHER_FILE = "searcher.pkl"  # the pickled Optuna studies of versions before the journal
 
 
 class StudyNotFound(ValueError):

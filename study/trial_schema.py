@@ -26,7 +26,7 @@ def constants(cfg: StudyConfig, stage: str) -> dict:
     return {"stage": stage, "epochs": epochs, "train_size": cfg.train_size, "test_passes": cfg.test_passes,
             "device": cfg.device, "data_root": cfg.data_root, "download": cfg.download,
             "threads": max(1, int(cfg.resources.cpus)), "lr_milestones": list(cfg.lr_milestones),
-            "warmup_epochs": getattr(cfg, "warmup_epochs", 0.0)}  # a config pickled before the field: none
+            "warmup_epochs": cfg.warmup_epochs}
 
 
 def cell_fields(cell: Cell) -> dict:

@@ -38,7 +38,7 @@ FIXTURE_NEEDS = {"postgres": "postgres", "mlflow_server": "postgres", "small_dis
 # The fast inner loop is ``python -m pytest -m "not slow"``: ``slow`` marks every test that starts a study,
 # a Ray instance, a server or a container build (whole modules of them, or by the fixtures it uses).
 SLOW_MODULES = {"test_launch", "test_resume", "test_faults", "test_signals", "test_object_storage", "test_cluster",
-                "test_docker", "test_icpr", "test_store_start", "test_report", "test_bench", "test_private_apis",
+                "test_docker", "test_icpr", "test_store_start", "test_report_build", "test_private_apis",
                 "test_prepare", "test_lock", "test_spool", "test_recipe"}
 SLOW_FIXTURES = {"postgres", "mlflow_server", "s3", "ray_local", "small_disk", "finished_study"}
 

@@ -13,7 +13,6 @@ from optuna.trial import TrialState
 from study.config import load
 from study.search.record import JOURNAL_FILE, cell_study_name, study_counts
 from study.search.searcher import PerCellSearcher
-from study.state import LEGACY_SEARCHER_FILE
 
 STUDY = "rec-20260101-000000-abcd"
 
@@ -103,35 +102,6 @@ def test_a_resumed_search_does_not_replay_its_first_draws(tmp_path):
     assert not set(later) & set(drawn)
     again = PerCellSearcher(cfg, tmp_path / "other-study")  # and a new study repeats the first session exactly
     assert [again.suggest(t)["lr"] for t in ("a",)] == drawn[:1]
-
-
-def test_a_record_pickled_by_an_earlier_version_is_imported_once(tmp_path):
-    directory = tmp_path / STUDY
-    directory.mkdir()
-    old = optuna.create_study(study_name="rotated-mnist/CNN", direction="minimize")
-    done, running = old.ask(), old.ask()
-    for trial in (done, running):
-        trial.suggest_float("lr", 1e-4, 1e-1, log=True)
-        trial.set_user_attr("hparams", {"lr": trial.params["lr"]})
-    old.tell(done, 0.25)
-    (directory / LEGACY_SEARCHER_FILE).write_bytes(pickle.dumps({"studies": {"rotated-mnist/CNN": old},
-                                                                 "live": {}, "pruned": set()}))
-    for _ in range(2):  # opened twice: imported once
-        searcher = PerCellSearcher(config(variants=["CNN"]), directory)
-        trials = searcher.studies["rotated-mnist/CNN"].trials
-        assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL]
-        assert trials[1].user_attrs["lost"] and searcher.started("rotated-mnist/CNN") == 1
-        assert searcher.best_per_cell()["rotated-mnist/CNN"]["val_error"] == 0.25
-
-
-def test_an_unreadable_earlier_record_is_one_clear_error(tmp_path):
-    from study.search.searcher import LegacyRecordError
-
-    directory = tmp_path / STUDY
-    directory.mkdir()
-    (directory / LEGACY_SEARCHER_FILE).write_bytes(b"\x80\x04not a pickle this Optuna can read")
-    with pytest.raises(LegacyRecordError, match="written by an earlier Optuna"):
-        PerCellSearcher(config(variants=["CNN"]), directory)
 
 
 def test_a_database_url_holds_the_record_instead(tmp_path):

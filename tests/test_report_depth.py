@@ -2,7 +2,7 @@
 
 import pytest
 from matplotlib.image import imread
-from test_report import add_run, new_store
+from test_report_build import add_run, new_store
 
 from study.report.build import build_report
 

@@ -26,15 +26,6 @@ EQ1_DIGITS = 256  # the residual is a ratio of means: 256 digits pin it to a few
 CONSISTENCY_DATASETS = ("plankton",)  # rotation-invariant classes: every test image is turned 17 ways
 
 
-def error_rate(model: STNClassifier, stream: DistortedStream, seed: int) -> float:
-    wrong, total = 0, 0
-    with torch.no_grad():
-        for images, labels, _ in stream.batches(seed):
-            wrong += metrics.wrong(model(images), labels)
-            total += len(labels)
-    return wrong / max(total, 1)
-
-
 def alignment(kind: str, applied: torch.Tensor, theta: torch.Tensor, labels: torch.Tensor, side: int,
               suffix: str = "") -> dict[str, float]:
     """Pose SD (and, for rotations, the Deming slope/intercept) of one set of ST outputs θ."""

@@ -133,7 +133,8 @@ def _val_best(search: pd.DataFrame) -> pd.DataFrame:
 
 def _current_finals(cell: pd.DataFrame, final: pd.DataFrame) -> pd.DataFrame:
     """The final runs of the cell's current val-best configuration (an extension may have found a new best:
-    finals of an earlier best are superseded, never averaged in). Runs without the tag predate it: all count."""
+    finals of an earlier best are superseded, never averaged in). Without the tag on both stages (runs the study's
+    tracker did not log) there is nothing to match on: every final counts."""
     if "hparams_hash" not in final or final["hparams_hash"].isna().all():
         return final
     if "chosen_hash" in cell and cell["chosen_hash"].notna().any():

@@ -76,8 +76,8 @@ def comparison_notes(runs: pd.DataFrame, pair: tuple[str, str], metric: str, sca
     a, b = (resolve_row(runs["row"].unique(), name) for name in pair)
     notes = []
     for dataset in datasets_in(runs):
-        ra, basis_a = reported_runs(runs, dataset, a)
-        rb, basis_b = reported_runs(runs, dataset, b)
+        ra, _ = reported_runs(runs, dataset, a)
+        rb, _ = reported_runs(runs, dataset, b)
         if ra.empty or rb.empty or metric not in ra or metric not in rb or ra[metric].isna().all() \
                 or rb[metric].isna().all():
             continue

@@ -143,28 +143,3 @@ def study_counts(storage: BaseStorage, study_id: str) -> dict[str, dict[str, int
             out[name[len(prefix):]] = state_counts(optuna.load_study(study_name=name, storage=storage))
     return out
 
-
-def import_legacy(pickled: bytes, storage: BaseStorage, study_id: str, make_study) -> bool:
-    """Copy the per-cell studies of a study recorded before the journal (a pickle) into the storage, once.
-
-    Trials still running in the pickle were lost with their driver: they are copied as failed and
-    ``lost``. Returns False when the pickle cannot be read by this Optuna (then the user is told).
-    """
-    import pickle
-
-    try:
-        saved = pickle.loads(pickled)
-    except Exception:  # noqa: BLE001 - any unpickling error means the same: written by another Optuna
-        return False
-    for cell, old in saved.get("studies", {}).items():
-        study = make_study(cell)
-        if study.get_trials(deepcopy=False):
-            continue  # imported before
-        for trial in old.trials:
-            if trial.state == TrialState.RUNNING:
-                trial = optuna.trial.create_trial(state=TrialState.FAIL, params=trial.params,
-                                                  distributions=trial.distributions,
-                                                  user_attrs={**trial.user_attrs, "lost": True},
-                                                  intermediate_values=trial.intermediate_values)
-            study.add_trial(trial)
-    return True

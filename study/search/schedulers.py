@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from study.search.searcher import METRIC, PerCellSearcher
-
-log = logging.getLogger(__name__)
 
 
 class SnapshotOnAddScheduler(FIFOScheduler):

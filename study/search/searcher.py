@@ -17,8 +17,6 @@ stage then runs only what is left.
 from __future__ import annotations
 
 import json
-import logging
-import pickle
 import time
 from pathlib import Path
 
@@ -29,28 +27,21 @@ from study.config import Range, SearchSpace, StudyConfig
 from study.paths import StudyDir
 from study.search.record import (
     counted,
-    import_legacy,
     mark_lost,
     open_cell_study,
     open_storage,
     running_trials,
     state_counts,
-    study_counts,
     trial_handle,
 )
 from study.search.samplers import make_pruner, make_sampler, search_seed
-from study.state import LEGACY_SEARCHER_FILE, read_deadline
+from study.state import read_deadline
 from study.trial_schema import cell_fields, constants, final_key, hparams_hash
 from trainables.outcome import Outcome
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-log = logging.getLogger(__name__)
 METRIC, MODE = "val_error", "min"
 FINAL_ENDS = (Outcome.COMPLETED, Outcome.DIVERGED)  # a final run that failed (errored) early is tried again by the final stage
-
-
-class LegacyRecordError(RuntimeError):
-    """A study recorded by an earlier version whose pickled Optuna studies this Optuna cannot read."""
 
 
 def _suggest_float(trial: optuna.Trial, name: str, value: Range) -> float:
@@ -101,19 +92,13 @@ class PerCellSearcher(Searcher):
 
     def _open_record(self) -> None:
         """Open (or create) every cell's study in the study's Optuna storage."""
-        self.storage = open_storage(self.directory, getattr(self.cfg, "optuna_storage", None), writer=True)
+        self.storage = open_storage(self.directory, self.cfg.optuna_storage, writer=True)
         self.study_id = self.directory.name if self.directory is not None else ""
 
         def open_cell(key: str) -> optuna.Study:
             return open_cell_study(self.storage, self.study_id, key, lambda held: make_sampler(self.cfg, key, held),
                                    make_pruner(self.cfg))
 
-        legacy = self.directory is not None and self.directory.exists(LEGACY_SEARCHER_FILE)
-        if legacy and not study_counts(self.storage, self.study_id):
-            if not import_legacy(self.directory.read_bytes(LEGACY_SEARCHER_FILE), self.storage, self.study_id, open_cell):
-                raise LegacyRecordError(f"study {self.study_id}: its search record {self.directory}/"
-                                        f"{LEGACY_SEARCHER_FILE} was written by an earlier Optuna and cannot be read "
-                                        f"by Optuna {optuna.__version__}")
         self.studies = {key: open_cell(key) for key in self.cells}
         self._trials: dict[str, optuna.Trial] = {}
         self._suggested_at: dict[str, float] = {}
@@ -151,7 +136,7 @@ class PerCellSearcher(Searcher):
 
     @property
     def overlap_final(self) -> bool:
-        return getattr(self.cfg, "overlap_final", False)  # a config pickled before the option: stages apart
+        return self.cfg.overlap_final
 
     def finals_bound(self) -> int:
         """At most this many final runs can start inside a search run (a cap on Tune's samples must never
@@ -304,9 +289,6 @@ class PerCellSearcher(Searcher):
                 "finals_done": [_jsonable(k) for k in self.finals_done]}
 
     def set_state(self, state: dict) -> None:
-        if "studies" in state:  # a Tune run of an earlier version: its trials were imported from the pickle
-            state = {"live": state["live"], "pruned": state["pruned"], "final_live": state.get("final_live", {}),
-                     "finals_tried": state.get("finals_tried", ()), "finals_done": state.get("finals_done", ())}
         self.live = {t: (v[0], int(v[1])) for t, v in state["live"].items()}
         self.pruned = set(state["pruned"])
         self.final_live = {t: _key(k) for t, k in state["final_live"].items()}
@@ -326,8 +308,7 @@ class PerCellSearcher(Searcher):
         Path(checkpoint_path).write_text(json.dumps(self.get_state()))
 
     def restore(self, checkpoint_path: str) -> None:
-        raw = Path(checkpoint_path).read_bytes()
-        self.set_state(json.loads(raw) if raw[:1] == b"{" else pickle.loads(raw))  # pickled by an earlier version
+        self.set_state(json.loads(Path(checkpoint_path).read_text()))
 
 
 def _jsonable(key: tuple) -> list:

@@ -48,7 +48,7 @@ class SegmentedJournalBackend(BaseJournalBackend):
 
     def __init__(self, directory: StudyDir, name: str, writer: bool = False):
         self.directory, self.folder, self.writer = directory, f"{name}.d", writer
-        self.legacy = name  # the single-object journal of earlier versions: read once, then compacted away
+        self.legacy = name  # a single-object journal (as ObjectJournalBackend writes it): read once, then compacted away
         self._lines: list[bytes] = []
         self._base_bytes, self._tail_bytes, self._tail_segments = 0, 0, 0
         self._old_bases: list[str] = []  # bases a newer one supersedes (segments are never deleted: see _compact)

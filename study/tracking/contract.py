@@ -36,10 +36,6 @@ def study_runs(study_id: str) -> str:
     return f"tags.study_id = '{study_id}'"
 
 
-def parent_run(study_id: str) -> str:
-    return f"tags.study_id = '{study_id}' and tags.stage = 'study'"
-
-
 def completed_finals(client, experiment_id: str, study_id: str) -> list:
     """The study's completed final runs in MLflow, their one record (the driver skips them, ``--list`` counts them)."""
     return client.search_runs([experiment_id], f"tags.study_id = '{study_id}' and tags.stage = 'final' and "

@@ -158,9 +158,3 @@ def start_parent_run(client: MlflowClient, experiment_id: str, study_id: str, co
     client.log_text(run.info.run_id, config_yaml, "config/study.yaml")
     return run.info.run_id
 
-
-def find_parent_run(client: MlflowClient, experiment_id: str, study_id: str):
-    from study.tracking.contract import parent_run
-
-    runs = client.search_runs([experiment_id], parent_run(study_id), max_results=1)
-    return runs[0] if runs else None

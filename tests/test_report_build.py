@@ -112,64 +112,6 @@ def test_welch_comparison_matches_scipy(built, store, tmp_path):
     assert "STN-SL1 is significantly lower than CNN (α = 0.05)" in md  # p = 0.036
 
 
-def test_welch_statistics_match_closed_forms():
-    """a = 1, 2, 3 and b = 4, 5, 6: both variances 1, so Welch's df is exactly 4 and every number has a closed form."""
-    from study.report.tables import welch
-
-    r = welch([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])
-    se = (1 / 3 + 1 / 3) ** 0.5
-    df = (1 / 3 + 1 / 3) ** 2 / ((1 / 3) ** 2 / 2 + (1 / 3) ** 2 / 2)
-    assert df == pytest.approx(4.0)
-    t = -3.0 / se
-    x = abs(t) / (t * t + 4) ** 0.5
-    p = 1 - x * (3 - x * x) / 2  # two-sided tail of Student's t with 4 df: F(t) = 1/2 + x (3 − x²) / 4
-    t975 = 2.7764451051977934  # t quantile 0.975 at 4 df (tables)
-    g = -3.0 / 1.0 * (1 - 3 / (4 * 6 - 9))  # d with pooled SD 1, times Hedges' correction 1 − 3/15
-    assert r["diff"] == pytest.approx(-3.0) and r["t"] == pytest.approx(t)
-    assert r["p"] == pytest.approx(p, rel=1e-9) and r["g"] == pytest.approx(g) == -2.4
-    assert (r["ci_low"], r["ci_high"]) == pytest.approx((-3.0 - t975 * se, -3.0 + t975 * se), rel=1e-9)
-
-
-def test_welch_ci_by_hand_when_scipy_has_none():
-    from study.report.tables import welch_ci
-
-    a, b = [1.0, 2.0, 3.0], [4.0, 5.0, 6.0]
-    low, high = welch_ci(a, b, object())  # a result without confidence_interval(): Welch–Satterthwaite
-    half = 2.7764451051977934 * (2 / 3) ** 0.5
-    assert (low, high) == pytest.approx((-3.0 - half, -3.0 + half), rel=1e-9)
-
-
-def comparison_frame(a, b):
-    import pandas as pd
-
-    rows = [{"param.dataset": "rotated-mnist", "row": row, "stage": "final", "outcome": "completed", "test_error": v}
-            for row, values in (("STN-SL1", a), ("STN-C1", b)) for v in values]
-    return pd.DataFrame(rows)
-
-
-def test_comparison_wording_below_and_above_significance():
-    from study.report.tables import comparison_notes
-
-    def note(a, b):
-        (line,) = comparison_notes(comparison_frame(a, b), ("STN-SL1", "STN-C1"), "test_error", 1.0, "%")
-        return line
-
-    significant = note([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])  # p = 0.021
-    assert "STN-SL1 − STN-C1 = -3.00 % (95 % CI -5.27 to -0.73), Hedges' g = -2.40" in significant
-    assert significant.endswith("p = 0.0213: STN-SL1 is significantly lower than STN-C1 (α = 0.05)")
-    assert note([4.0, 5.0, 6.0], [1.0, 2.0, 3.0]).endswith("STN-SL1 is significantly higher than STN-C1 (α = 0.05)")
-    unclear = note([1.0, 2.0, 3.0], [1.5, 2.5, 3.5])  # p = 0.57
-    assert unclear.endswith("no detectable difference at n = 3, 3 (α = 0.05)")
-    assert "do not differ" not in unclear and "95 % CI" in unclear and "Hedges' g" in unclear
-    assert note([1.0], [1.5, 2.5]).endswith("not enough seeds for a test (need n ≥ 2 each)")
-
-
-def test_not_enough_seeds():
-    from study.report.tables import welch
-
-    assert welch([0.1], [0.2, 0.3])["p"] is None
-
-
 def test_alignment_table_and_dashes(built):
     md = (built / "alignment.md").read_text()
     assert "| CNN " in md and "— (no ST)" in md
@@ -227,17 +169,6 @@ def test_unknown_study_lists_the_ones_that_exist(store, capsys):
     assert main(["--tracking-uri", uri, "--study", "nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and STUDY in err[0]
-
-
-def test_rows_keep_the_paper_order_and_a_compared_variant_finds_its_parameterised_row():
-    from study.report.data import resolve_row, row_order
-
-    labels = ["STN-C1 [rotation]", "CNN", "STN-SL1 [rotation]", "STN-C0 [rotation]", "STN-DL1 [rotation]", "STN-SL1x2"]
-    assert row_order(labels) == ["CNN", "STN-C0 [rotation]", "STN-C1 [rotation]", "STN-SL1 [rotation]",
-                                 "STN-DL1 [rotation]", "STN-SL1x2"]
-    assert resolve_row(labels, "STN-SL1") == "STN-SL1 [rotation]"
-    assert resolve_row(["STN-SL1", "STN-SL1 [rotation]"], "STN-SL1") == "STN-SL1"  # the exact row wins
-    assert resolve_row(["STN-SL1 [rotation]", "STN-SL1 [similarity]"], "STN-SL1") == "STN-SL1"  # ambiguous: no guess
 
 
 def test_only_the_current_bests_finals_are_reported_and_superseded_ones_are_listed(tmp_path):

@@ -165,15 +165,6 @@ def test_an_extension_gets_every_search_trial_within_tunes_sample_cap(tmp_path):
     assert stages.count("final") == 2 and extended.suggest("end") == extended.FINISHED
 
 
-def test_a_search_run_pickled_before_overlap_final_existed_keeps_the_stages_apart(tmp_path):
-    searcher = PerCellSearcher(config(variants=["CNN"], trials_per_cell=1, final_seeds=[0]), tmp_path / "study")
-    del searcher.cfg.__dict__["overlap_final"]  # what Tuner.restore unpickles from an older version
-    searcher = pickle.loads(pickle.dumps(searcher))
-    searcher.suggest("t0")
-    finish(searcher, "t0", 5.0)
-    assert searcher.finals_bound() == 0 and searcher.suggest("t1") == searcher.FINISHED
-
-
 def test_final_runs_in_flight_survive_save_and_restore_and_are_rescheduled_if_lost(tmp_path):
     searcher = PerCellSearcher(config(variants=["CNN"], trials_per_cell=1, final_seeds=[0]), tmp_path / "study")
     searcher.suggest("t0")

@@ -1,4 +1,4 @@
-"""``python -m trainables.train``: progress lines, result.json with every metric, exit codes."""
+"""``trainables.train`` (``python -m trainables.train``): progress lines, result.json with every metric, exit codes."""
 
 import json
 import subprocess
@@ -32,6 +32,20 @@ def test_cli_rejects_bad_input_with_exit_2(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "allowed depths for STN-C<X>: 0, 1" in lines[0]
     assert not (tmp_path / "result.json").exists()
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--dataset", "mnist-3d"], "dataset"),
+    (["--optimizer", "lbfgs"], "lbfgs"),
+    (["--variant", "STN-XL1"], "STN-XL1"),
+    (["--epochs", "0"], "epochs"),
+])
+def test_bad_input_is_one_error_line_exit_2_and_no_result(argv, needle, tmp_path, capsys):
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], lines
+    assert captured.out == "" and not (tmp_path / "out").exists()
 
 
 def test_cli_reports_divergence(tmp_path):

@@ -1,0 +1,67 @@
+"""``study.search.schedulers``: Tune's state is saved once before each trial first starts, and a trial is pruned
+only by its own cell's pruner, never at its last epoch (on fake controllers and searchers: no Ray)."""
+
+from types import SimpleNamespace
+
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import TrialScheduler
+
+from study.search.schedulers import CellPruningScheduler, SnapshotOnAddScheduler
+
+
+class Controller:
+    def __init__(self, trials, fail=False):
+        self.trials, self.fail, self.saves = trials, fail, 0
+
+    def get_trials(self):
+        return self.trials
+
+    def checkpoint(self, force, wait):
+        assert force and wait
+        self.saves += 1
+        if self.fail:
+            raise OSError("disk full\nsecond line")
+
+
+def test_the_experiment_state_is_saved_once_before_each_trial_first_starts():
+    a, b = SimpleNamespace(trial_id="a", status=Trial.PENDING), SimpleNamespace(trial_id="b", status=Trial.PENDING)
+    controller, scheduler = Controller([a, b]), SnapshotOnAddScheduler()
+    assert scheduler.choose_trial_to_run(controller) is a and controller.saves == 1
+    assert scheduler.choose_trial_to_run(controller) is a and controller.saves == 1  # chosen again: no second save
+    a.status = Trial.RUNNING
+    assert scheduler.choose_trial_to_run(controller) is b and controller.saves == 2
+    b.status = Trial.RUNNING
+    assert scheduler.choose_trial_to_run(controller) is None and controller.saves == 2
+
+
+def test_a_failed_save_is_one_line_and_the_trial_still_starts(capsys):
+    trial = SimpleNamespace(trial_id="t1", status=Trial.PENDING)
+    assert SnapshotOnAddScheduler().choose_trial_to_run(Controller([trial], fail=True)) is trial
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "before trial t1 started (disk full)" in err[0] and "runs again on --resume" in err[0]
+
+
+class Searcher:
+    """Prunes when the value is above 0.5, and records what it was asked."""
+
+    def __init__(self):
+        self.pruned, self.asked = set(), []
+
+    def should_prune(self, trial_id, step, value, decide=True):
+        self.asked.append((trial_id, step, value, decide))
+        return decide and value > 0.5
+
+
+def test_pruning_asks_the_trials_own_cell_and_never_stops_its_last_epoch():
+    searcher = Searcher()
+    scheduler = CellPruningScheduler(searcher)
+    trial = SimpleNamespace(trial_id="t", config={"epochs": 3})
+    assert scheduler.on_trial_result(None, trial, {"epoch": 1, "val_error": 0.4}) == TrialScheduler.CONTINUE
+    assert scheduler.on_trial_result(None, trial, {"epoch": 2, "val_error": 0.9}) == TrialScheduler.STOP
+    assert searcher.pruned == {"t"}
+    assert scheduler.on_trial_result(None, trial, {"epoch": 3, "val_error": 0.9}) == TrialScheduler.CONTINUE
+    assert searcher.asked == [("t", 1, 0.4, True), ("t", 2, 0.9, True), ("t", 3, 0.9, False)]  # the last: recorded
+    # the end-of-trial report (it carries an outcome) and a result without the metric are not epochs
+    assert scheduler.on_trial_result(None, trial, {"outcome": "completed", "val_error": 0.9}) == TrialScheduler.CONTINUE
+    assert scheduler.on_trial_result(None, trial, {"epoch": 1}) == TrialScheduler.CONTINUE
+    assert len(searcher.asked) == 3
