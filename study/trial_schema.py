@@ -12,6 +12,7 @@ import hashlib
 import json
 
 from study.config import Cell, StudyConfig
+from trainables.train_config import TRAIN_DEFAULTS
 
 HPARAM_KEYS = ("optimizer", "lr", "loc_lr_mult", "momentum", "weight_decay", "batch_size")
 CELL_KEYS = ("cell", "dataset", "variant", "st_transform")
@@ -26,7 +27,7 @@ def constants(cfg: StudyConfig, stage: str) -> dict:
     return {"stage": stage, "epochs": epochs, "train_size": cfg.train_size, "test_passes": cfg.test_passes,
             "device": cfg.device, "data_root": cfg.data_root, "download": cfg.download,
             "threads": max(1, int(cfg.resources.cpus)), "lr_milestones": list(cfg.lr_milestones),
-            "warmup_epochs": getattr(cfg, "warmup_epochs", 0.0)}  # a config pickled before the field: none
+            "warmup_epochs": getattr(cfg, "warmup_epochs", TRAIN_DEFAULTS["warmup_epochs"])}  # pickled before the field
 
 
 def cell_fields(cell: Cell) -> dict:

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from trainables import metrics, st
-from trainables.augment import PlanktonAugment, eval_distortion, train_distortion
+from trainables.augment import PlanktonAugment
 from trainables.data import DataError, generator, load_data
+from trainables.datasets import dataset_spec
 from trainables.evaluate import rotation_consistency
 from trainables.models import STNClassifier
 from trainables.plankton import fit_image
@@ -100,7 +101,7 @@ def test_missing_or_unreadable_data_fail_in_one_line(tmp_path):
 
 
 def test_augmentation_is_seeded_on_device_and_in_range():
-    aug, gen = PlanktonAugment(), generator(0, "cpu")
+    aug, gen = PlanktonAugment(side=95), generator(0, "cpu")
     params = aug.sample(4000, gen, "cpu")
     angle, shear, scale, flip, dx, dy = params.T
     assert angle.abs().max() <= 180 and angle.abs().max() > 170 and shear.abs().max() <= 20
@@ -113,7 +114,7 @@ def test_augmentation_is_seeded_on_device_and_in_range():
 
 
 def test_augmentation_transforms_match_their_definitions():
-    aug, n = PlanktonAugment(), 2
+    aug, n = PlanktonAugment(side=95), 2
     pose = aug.canonical(n, "cpu")
     images = torch.rand(n, 1, 95, 95)
     assert torch.allclose(aug.render(images, pose), images, atol=1e-4)  # float32 grid rounding on 95 px
@@ -138,11 +139,12 @@ def test_augmentation_transforms_match_their_definitions():
 
 
 def test_streams_augment_training_only():
-    assert isinstance(train_distortion("plankton"), PlanktonAugment)
-    for distortion in (eval_distortion("plankton"), train_distortion("svhn"), eval_distortion("svhn")):
+    plankton, svhn = dataset_spec("plankton"), dataset_spec("svhn")
+    assert isinstance(plankton.train_distortion(), PlanktonAugment)
+    for distortion in (plankton.eval_distortion(), svhn.train_distortion(), svhn.eval_distortion()):
         assert distortion.pose_kind == "" and not distortion.stochastic and not distortion.needs_pool
     images = torch.rand(2, 3, 32, 32)
-    assert torch.equal(eval_distortion("svhn")(images, generator(0, "cpu"))[0], images)
+    assert torch.equal(svhn.eval_distortion()(images, generator(0, "cpu"))[0], images)
 
 
 def bars():
