@@ -1,7 +1,9 @@
 """The study config: a validated YAML schema, shipped presets and CLI overrides.
 
 Everything is checked before anything starts: unknown keys, wrong types, impossible cells
-(through the variant registry) and empty ranges each fail with one line naming the field.
+(through the variant registry) and empty ranges each fail with one line naming the field. A field
+that is a training option takes its default from ``TrainConfig`` (``TRAIN_DEFAULTS``); presets set
+their own values on top.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trainables.registry import ALL_DATASETS, DEEP_DATASETS, ST_TRANSFORMS, VariantError, check_variant
+from trainables.datasets import dataset_spec
+from trainables.registry import ALL_DATASETS, CORE_VARIANTS, ST_TRANSFORMS, VariantError, check_variant
+from trainables.train_config import DEVICES, OPTIMIZERS, TRAIN_DEFAULTS
 
 PRESETS = ("smoke", "quick", "cpu-demo", "paper", "icpr")
+TRAIN = TRAIN_DEFAULTS
 FINAL_SEED_LIMIT = 2**20  # final seeds lie below it; search trials' seeds at or above it (study.search.samplers)
 
 
@@ -79,12 +84,12 @@ class Range(Strict):
 class SearchSpace(Strict):
     """The Optuna ranges; each cell gets its own seeded Optuna study (``sampler``) over this space."""
 
-    optimizer: list[Literal["sgd", "adam"]] = Field(default_factory=lambda: ["sgd", "adam"], min_length=1)
+    optimizer: list[Literal[OPTIMIZERS]] = Field(default_factory=lambda: list(OPTIMIZERS), min_length=1)
     lr: Range = Range(low=1e-4, high=0.1, log=True)
     loc_lr_mult: Range = Range(low=0.01, high=1.0, log=True)
     momentum: Range = Range(low=0.0, high=0.95)
-    weight_decay: Range = Range(low=0.0, high=0.0)
-    batch_size: list[int] = Field(default_factory=lambda: [256], min_length=1)
+    weight_decay: Range = Range(low=TRAIN["weight_decay"], high=TRAIN["weight_decay"])
+    batch_size: list[int] = Field(default_factory=lambda: [TRAIN["batch_size"]], min_length=1)
 
     def loose_fields(self) -> list[str]:
         """The fields that leave a choice (a range or several options): empty for a fixed recipe."""
@@ -121,18 +126,18 @@ class Resources(Strict):
 class StudyConfig(Strict):
     name: str = Field("stn-study", min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     description: str = ""
-    datasets: list[str] = Field(default_factory=lambda: ["rotated-mnist"], min_length=1)
-    variants: list[str] = Field(default_factory=lambda: ["CNN", "STN-C0", "STN-C1", "STN-SL1", "STN-DL1"], min_length=1)
-    st_transforms: list[str] = Field(default_factory=lambda: ["affine"], min_length=1)
+    datasets: list[str] = Field(default_factory=lambda: [TRAIN["dataset"]], min_length=1)
+    variants: list[str] = Field(default_factory=lambda: list(CORE_VARIANTS), min_length=1)
+    st_transforms: list[str] = Field(default_factory=lambda: [TRAIN["st_transform"]], min_length=1)
     extra_cells: list[str] = Field(default_factory=list)  # "<dataset>/<variant>" rows beyond the cross product
     search: SearchSpace = Field(default_factory=SearchSpace)
     overrides: dict[str, SearchSpace] = Field(default_factory=dict)  # by variant or "<dataset>/<variant>"
     trials_per_cell: int = Field(4, ge=0)  # 0: no search, the fixed recipe of ``search`` goes straight to the finals
-    epochs: int = Field(10, ge=1)
+    epochs: int = Field(TRAIN["epochs"], ge=1)
     final_epochs: int | None = Field(None, ge=1)  # default: epochs
-    train_size: int | None = Field(None, ge=1)
-    lr_milestones: list[float] = Field(default_factory=lambda: [1 / 3, 2 / 3])  # fractions of the run; LR ÷10 at each
-    warmup_epochs: float = Field(0.0, ge=0)  # linear LR warm-up at the start of every trial (0: none)
+    train_size: int | None = Field(TRAIN["train_size"], ge=1)
+    lr_milestones: list[float] = Field(default_factory=lambda: list(TRAIN["lr_milestones"]))  # fractions of the run; LR ÷10 at each
+    warmup_epochs: float = Field(TRAIN["warmup_epochs"], ge=0)  # linear LR warm-up at the start of every trial (0: none)
     sampler: Literal["tpe", "gp", "random"] = "tpe"  # per cell; a resume/extension keeps each cell's saved study (and its sampler)
     # random trials before TPE/GP model the cell: Optuna's 10 would make a 2-16-trial search pure random
     n_startup_trials: int = Field(4, ge=0)
@@ -146,10 +151,10 @@ class StudyConfig(Strict):
     max_concurrent_trials: int = Field(2, ge=1)
     min_free_gb: float = Field(1.0, ge=0)  # stop cleanly before the storage or local store fills up
     tracking_wait_s: float = Field(600.0, ge=0)  # at the end, how long to wait for a tracking server that is down
-    test_passes: int = Field(10, ge=1)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    data_root: str | None = None
-    download: bool = False
+    test_passes: int = Field(TRAIN["test_passes"], ge=1)
+    device: Literal[DEVICES] = TRAIN["device"]
+    data_root: str | None = TRAIN["data_root"]
+    download: bool = TRAIN["download"]
     tracking_uri: str | None = None
     storage_path: str | None = None
     # each cell's Optuna study: a database URL (e.g. postgresql://...), default the study's journal file
@@ -233,16 +238,16 @@ class StudyConfig(Strict):
         return self
 
     @model_validator(mode="after")
-    def _deep_data_has_a_root(self):
-        deep = [d for d in self.datasets + [c.partition("/")[0] for c in self.extra_cells] if d in DEEP_DATASETS]
-        if deep and self.data_root is None:  # they have no embedded subset: fail before anything starts
-            from trainables.data import DOWNLOADABLE, data_source  # torch: only on this error path
-
-            mnist = ", ".join(d for d in ALL_DATASETS if d not in DEEP_DATASETS)
-            by_hand = "" if data_source(deep[0]) in DOWNLOADABLE else f"; {deep[0]} is read only (it cannot be " \
-                      f"downloaded): put its files there by hand"
-            raise ValueError(f"data_root: {deep[0]} has no embedded subset: allowed a folder holding {deep[0]}/ "
-                             f"(only {mnist} run without one){by_hand}")
+    def _data_has_a_root(self):
+        wanted = self.datasets + [c.partition("/")[0] for c in self.extra_cells]
+        rooted = [dataset_spec(d) for d in wanted if d in ALL_DATASETS and not dataset_spec(d).embedded]
+        if rooted and self.data_root is None:  # no embedded subset: fail before anything starts
+            spec = rooted[0]
+            embedded = ", ".join(d for d in ALL_DATASETS if dataset_spec(d).embedded)
+            by_hand = "" if spec.downloadable else f"; {spec.name} is read only (it cannot be downloaded): put its " \
+                                                   f"files there by hand"
+            raise ValueError(f"data_root: {spec.name} has no embedded subset: allowed a folder holding "
+                             f"{spec.data_folder}/ (only {embedded} run without one){by_hand}")
         return self
 
     @model_validator(mode="after")

@@ -1,9 +1,10 @@
 """The study's data, made ready once by the driver before any trial; workers only read it.
 
-One ``data_root`` serves every dataset of a study: torchvision's ``MNIST/raw/`` (the MNIST family),
-``svhn/`` (``train_32x32.mat``, ``test_32x32.mat``), ``svhn-multi/`` (``train.csv``, ``test.csv``,
-``images/``) and ``plankton/`` (a class-per-folder image tree); the last two are read only, never
-downloaded (the loaders say so when files are missing). On a cluster it must be a path every node
+One ``data_root`` serves every dataset of a study, each source in the folder its spec names
+(``datasets.DatasetSpec.data_folder``): torchvision's ``MNIST/raw/`` (the MNIST family), ``svhn/``
+(``train_32x32.mat``, ``test_32x32.mat``), ``svhn-multi/`` (``train.csv``, ``test.csv``, ``images/``)
+and ``plankton/`` (a class-per-folder image tree); the last two are read only, never downloaded
+(the loaders say so when files are missing). On a cluster it must be a path every node
 sees (shared storage). The driver downloads what is missing (only with ``download``) under a file
 lock in ``data_root``, so two drivers, or a driver and a resumed one, never write the same files at
 once; then it reads every source, which fails early, in one line, on missing or unreadable files.
@@ -20,16 +21,18 @@ from typing import Callable
 from filelock import FileLock, Timeout
 
 from trainables.data import DataError, MnistSplits, data_source, load_data
+from trainables.datasets import source_spec
 
 LOCK_NAME = ".stn-study-data.lock"
 WAIT_NOTICE_S = 2.0  # say that we wait for another process only if it takes this long
 
 
 def source_root(data_root: str | None, source: str) -> str | None:
-    """Where ``source`` lives under the study's ``data_root`` (None: MNIST's embedded subset)."""
+    """Where ``source`` lives under the study's ``data_root`` (None: MNIST's embedded subset), as its spec says."""
     if data_root is None:
         return None
-    return data_root if source == "mnist" else str(Path(data_root) / source)
+    folder = source_spec(source).data_folder
+    return str(Path(data_root) / folder) if folder else data_root
 
 
 def study_sources(datasets) -> list[str]:

@@ -26,6 +26,7 @@ import pandas as pd
 
 from trainables.outcome import Outcome
 from trainables.train import RESULT_FILE
+from trainables.train_config import TRAIN_DEFAULTS
 
 AXES = ("variant", "optimizer", "lr", "momentum", "batch_size", "loc_lr_mult", "warmup_epochs", "lr_milestones",
         "st_transform", "precision", "seed")
@@ -52,7 +53,7 @@ def grid(args: argparse.Namespace) -> list[dict]:
         point["lr_milestones"] = tuple(args.lr_milestones)
         if point["optimizer"] == "adam":
             point["momentum"] = 0.0
-        point["lr"] = point["lr"] if point["lr"] is not None else (1e-3 if point["optimizer"] == "adam" else 0.01)
+        point["lr"] = point["lr"] if point["lr"] is not None else (1e-3 if point["optimizer"] == "adam" else TRAIN_DEFAULTS["lr"])
         name = run_name(point)
         if name not in seen:
             seen.add(name)
@@ -179,18 +180,19 @@ def curves(root: Path, out: Path) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
+    d = TRAIN_DEFAULTS  # where the recipe search keeps TrainConfig's value; its own choices are spelt out
     p = argparse.ArgumentParser(prog="python -m study.recipe", description=__doc__.split("\n")[0])
-    p.add_argument("--dataset", default="rotated-mnist")
+    p.add_argument("--dataset", default=d["dataset"])
     p.add_argument("--variant", nargs="+", default=["STN-C0", "STN-SL1"])
     p.add_argument("--optimizer", nargs="+", default=["adam"])
-    p.add_argument("--lr", nargs="+", type=float, default=[None], help="default: 1e-3 for Adam, 0.01 for SGD")
+    p.add_argument("--lr", nargs="+", type=float, default=[None], help=f"default: 1e-3 for Adam, {d['lr']:g} for SGD")
     p.add_argument("--momentum", nargs="+", type=float, default=[0.9], help="SGD only")
-    p.add_argument("--batch-size", nargs="+", type=int, default=[256])
-    p.add_argument("--loc-lr-mult", nargs="+", type=float, default=[1.0])
-    p.add_argument("--warmup-epochs", nargs="+", type=float, default=[0.0])
+    p.add_argument("--batch-size", nargs="+", type=int, default=[d["batch_size"]])
+    p.add_argument("--loc-lr-mult", nargs="+", type=float, default=[d["loc_lr_mult"]])
+    p.add_argument("--warmup-epochs", nargs="+", type=float, default=[d["warmup_epochs"]])
     p.add_argument("--lr-milestones", nargs="*", type=float, default=[], help="one schedule for all (default constant)")
-    p.add_argument("--st-transform", nargs="+", default=["affine"])
-    p.add_argument("--precision", nargs="+", default=["fp32"])
+    p.add_argument("--st-transform", nargs="+", default=[d["st_transform"]])
+    p.add_argument("--precision", nargs="+", default=[d["precision"]])
     p.add_argument("--seed", nargs="+", type=int, default=[1])
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--train-size", type=int, default=None)

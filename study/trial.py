@@ -24,6 +24,7 @@ from trainables.data import data_source, load_data
 from trainables.figures import write_trial_figures
 from trainables.loop import TrainConfig, train
 from trainables.outcome import Outcome
+from trainables.train_config import TRAIN_DEFAULTS
 
 STATE_FILE = "state.pt"  # the loop's state in each checkpoint (the driver never reads it)
 
@@ -38,14 +39,16 @@ def _splits(source: str, data_root: str | None):
 
 
 def train_config(config: dict) -> TrainConfig:
+    """The trial's training options: the cell and its length are required; another option the config
+    lacks takes TrainConfig's default."""
+    d = {**TRAIN_DEFAULTS, **config}
     return TrainConfig(
-        dataset=config["dataset"], variant=config["variant"], st_transform=config.get("st_transform", "affine"),
-        epochs=int(config["epochs"]), train_size=config.get("train_size"), seed=int(config.get("seed", 0)),
-        device=config.get("device", "auto"), download=False,  # the driver prepared the data: trials only read
-        data_root=source_root(config.get("data_root"), data_source(config["dataset"])),
-        test_passes=int(config.get("test_passes", 10)), **hparams(config),
-        lr_milestones=tuple(config.get("lr_milestones", (1 / 3, 2 / 3))),
-        warmup_epochs=float(config.get("warmup_epochs", 0.0)),
+        dataset=config["dataset"], variant=config["variant"], st_transform=d["st_transform"],
+        epochs=int(config["epochs"]), train_size=d["train_size"], seed=int(d["seed"]),
+        device=d["device"], download=False,  # the driver prepared the data: trials only read
+        data_root=source_root(d["data_root"], data_source(config["dataset"])),
+        test_passes=int(d["test_passes"]), **hparams(config),
+        lr_milestones=tuple(d["lr_milestones"]), warmup_epochs=float(d["warmup_epochs"]),
     )
 
 

@@ -6,13 +6,21 @@ import math
 import torch
 
 from trainables import st
-from trainables.augment import PlanktonAugment, Unchanged, eval_distortion, train_distortion
+from trainables.augment import PlanktonAugment, Unchanged
 from trainables.data import generator
-from trainables.distortions import DISTORTIONS
+from trainables.datasets import dataset_names, dataset_spec
+
+
+def train_distortion(dataset: str):
+    return dataset_spec(dataset).train_distortion()
+
+
+def eval_distortion(dataset: str):
+    return dataset_spec(dataset).eval_distortion()
 
 
 def test_augmentation_is_seeded_on_device_and_in_range():
-    aug, gen = PlanktonAugment(), generator(0, "cpu")
+    aug, gen = PlanktonAugment(side=95), generator(0, "cpu")
     params = aug.sample(4000, gen, "cpu")
     angle, shear, scale, flip, dx, dy = params.T
     assert angle.abs().max() <= 180 and angle.abs().max() > 170 and shear.abs().max() <= 20
@@ -25,7 +33,7 @@ def test_augmentation_is_seeded_on_device_and_in_range():
 
 
 def test_augmentation_transforms_match_their_definitions():
-    aug, n = PlanktonAugment(), 2
+    aug, n = PlanktonAugment(side=95), 2
     pose = aug.canonical(n, "cpu")
     images = torch.rand(n, 1, 95, 95)
     assert torch.allclose(aug.render(images, pose), images, atol=1e-4)  # float32 grid rounding on 95 px
@@ -67,9 +75,9 @@ def test_unchanged_leaves_images_and_poses_alone_on_every_shape():
 
 
 def test_each_dataset_draws_its_own_stream_and_the_mnist_family_the_same_for_val_and_test():
-    for dataset in DISTORTIONS:
+    for dataset in [name for name in dataset_names() if dataset_spec(name).pose_kind]:
         train, evaluation = train_distortion(dataset), eval_distortion(dataset)
-        assert type(train) is type(evaluation) and train.name == evaluation.name and train.pose_kind
+        assert type(train) is type(evaluation) and train.side == evaluation.side and train.pose_kind
     assert isinstance(train_distortion("svhn-multi"), Unchanged) and train_distortion("svhn-multi").side == 64
     assert eval_distortion("plankton").side == 95
     out, _ = train_distortion("plankton")(torch.rand(4, 1, 95, 95), generator(0, "cpu"))

@@ -11,7 +11,7 @@ import torch
 
 from trainables import st
 from trainables.data import generator
-from trainables.distortions import make_distortion
+from trainables.datasets import make_distortion
 from trainables.loop import TrainConfig, build_optimizer
 from trainables.models import STNClassifier, count_parameters
 from trainables.registry import DATASETS, canonical_variants

@@ -110,7 +110,7 @@ def test_every_epoch_logs_the_st_alignment_on_the_val_set(splits, variant):
     import math
 
     from trainables.data import DistortedStream, stream_seed
-    from trainables.distortions import make_distortion
+    from trainables.datasets import make_distortion
     from trainables.evaluate import EVAL_SEED
 
     result = train(small(variant=variant, lr=1e-30, epochs=2, train_size=256), splits=splits, evaluate_at_end=False)

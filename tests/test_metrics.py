@@ -9,7 +9,7 @@ import torch
 from trainables import metrics, st
 from trainables.architectures import stride_after_blocks
 from trainables.data import generator
-from trainables.distortions import make_distortion
+from trainables.datasets import make_distortion
 from trainables.evaluate import eq1_residuals, feature_misalignment
 from trainables.models import STNClassifier
 from trainables.registry import DATASETS

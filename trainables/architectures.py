@@ -10,7 +10,7 @@ depth whose map the head can take stays buildable).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 # A layer is a tuple: ("conv", out_channels, kernel) (valid) | ("conv_same", out_channels, kernel) (zero
 # padding kernel // 2, side kept) | ("pool",) (2×2) | ("pool_if_map_gt", side) | ("pool3",) (3×3, stride 2,
@@ -23,23 +23,33 @@ Layer = tuple
 LEAKY_SLOPE = 1 / 3  # the plankton network's leaky ReLU (authors' code)
 
 
-@dataclass(frozen=True)
-class Architecture:
-    """The classifier blocks and the localisation head of one dataset family."""
+@dataclass(frozen=True, kw_only=True)
+class Network:
+    """The layers of one dataset's networks: classifier blocks, localisation head and top.
+
+    The image facts the layers run on (side, channels, classes, normalisation) belong to the dataset's
+    spec (``trainables.datasets``), which binds a network to them as an ``Architecture``.
+    """
+
+    classifier_blocks: tuple[tuple[Layer, ...], ...]
+    head: tuple[Layer, ...]
+    st_output_scale: float = 1.0  # 0.5 on translated MNIST: the ST output is downsampled ×2
+    padding_mode: str = "border"  # grid_sample padding of the ST: border for the MNIST family
+    top: tuple[Layer, ...] = ()  # layers between the last block and the final linear layer (FC, dropout)
+    studied_depths: tuple[int, ...] | None = None  # the deeper rows a study draws (None: every allowed depth)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Architecture(Network):
+    """A network bound to its dataset's images: what the models and the shape arithmetic read."""
 
     dataset: str
     input_side: int
-    st_output_scale: float  # 0.5 on translated MNIST: the ST output is downsampled ×2
-    classifier_blocks: tuple[tuple[Layer, ...], ...]
-    head: tuple[Layer, ...]
+    in_channels: int = 1
     num_classes: int = 10
     positions: int = 1  # labels per image: the multi-digit SVHN net has 5 output heads of num_classes each
     norm_mean: float | tuple[float, ...] = 0.0  # a tuple: one value per input channel
     norm_std: float | tuple[float, ...] = 1.0
-    padding_mode: str = "border"  # grid_sample padding of the ST: border for the MNIST family
-    in_channels: int = 1
-    top: tuple[Layer, ...] = ()  # layers between the last block and the final linear layer (FC, dropout)
-    studied_depths: tuple[int, ...] | None = None  # the deeper rows a study draws (None: every allowed depth)
 
 
 class ShapeError(ValueError):
@@ -51,43 +61,29 @@ _MNIST_BLOCKS = (
     (("conv", 64, 7), ("pool",), ("relu",)),
 )
 
-ARCHITECTURES: dict[str, Architecture] = {
-    "rotated-mnist": Architecture(
-        dataset="rotated-mnist",
-        input_side=28,
-        st_output_scale=1.0,
-        classifier_blocks=_MNIST_BLOCKS,
-        # authors' CNN_middleloc: pool when the map after conv 1 is wider than 20 (depth 0: 24 -> 12; depth 1: 6)
-        head=(("conv", 20, 5), ("pool_if_map_gt", 20), ("relu",), ("conv", 20, 5), ("relu",), ("fc", 20)),
-        norm_mean=0.1307,  # normalised: the authors' evaluation code normalises rotated MNIST's inputs
-        norm_std=0.3081,
+ROTATED_MNIST = Network(
+    classifier_blocks=_MNIST_BLOCKS,
+    # authors' CNN_middleloc: pool when the map after conv 1 is wider than 20 (depth 0: 24 -> 12; depth 1: 6)
+    head=(("conv", 20, 5), ("pool_if_map_gt", 20), ("relu",), ("conv", 20, 5), ("relu",), ("fc", 20)),
+)
+TRANSLATED_MNIST = Network(
+    classifier_blocks=_MNIST_BLOCKS,
+    st_output_scale=0.5,
+    head=(
+        # authors' CNN_translate: the second pool applies when the map after conv 2 is wider than 20,
+        # i.e. at depth 0 (24 -> 12) and not at depth 1 (7 stays 7)
+        ("conv", 20, 5), ("pool",), ("relu",), ("conv", 20, 5), ("relu",),
+        ("pool_if_map_gt", 20), ("fc", 20),
     ),
-    "translated-mnist": Architecture(
-        dataset="translated-mnist",
-        input_side=60,
-        st_output_scale=0.5,
-        classifier_blocks=_MNIST_BLOCKS,
-        head=(
-            # authors' CNN_translate: the second pool applies when the map after conv 2 is wider than 20,
-            # i.e. at depth 0 (24 -> 12) and not at depth 1 (7 stays 7)
-            ("conv", 20, 5), ("pool",), ("relu",), ("conv", 20, 5), ("relu",),
-            ("pool_if_map_gt", 20), ("fc", 20),
-        ),
-        # not normalised: the authors' evaluation code states their translated data was not (their
-        # parser's default; their statistics would be 0.0363 / 0.1870)
+)
+SCALED_MNIST = Network(
+    classifier_blocks=_MNIST_BLOCKS,
+    # the authors' scaled head halves the 112 canvas before its first conv
+    head=(
+        ("down2_if_eq", 112), ("conv", 20, 5), ("pool",), ("relu",), ("conv", 20, 5), ("pool",),
+        ("relu",), ("fc", 20),
     ),
-    "scaled-mnist": Architecture(
-        dataset="scaled-mnist",
-        input_side=112,
-        st_output_scale=1.0,
-        classifier_blocks=_MNIST_BLOCKS,
-        head=(
-            ("down2_if_eq", 112), ("conv", 20, 5), ("pool",), ("relu",), ("conv", 20, 5), ("pool",),
-            ("relu",), ("fc", 20),
-        ),
-        # not normalised, as the authors' evaluation code reads their scaled models (0.0414 / 0.1751 if it were)
-    ),
-}
+)
 
 
 def _block(conv: Layer, activation: str, pool: Layer | None = None, dropout: float = 0.0) -> tuple[Layer, ...]:
@@ -127,41 +123,22 @@ _PLANKTON_HEAD = (
     ("fc", 32), ("fc", 32),
 )
 
-DEEP_ARCHITECTURES: dict[str, Architecture] = {
-    "svhn": Architecture(
-        dataset="svhn",
-        input_side=32,
-        st_output_scale=1.0,
-        classifier_blocks=_SVHN_BLOCKS,
-        head=_SVHN_HEAD,
-        norm_mean=(0.4377, 0.4438, 0.4728),  # torchvision's train split, per channel
-        norm_std=(0.1980, 0.2010, 0.1970),
-        padding_mode="zeros",  # authors' code: zeros for SVHN
-        in_channels=3,
-        top=_SVHN_TOP,
-        studied_depths=(2, 4, 6, 8),  # the last block at each map size (our choice)
-    ),
-    "plankton": Architecture(
-        dataset="plankton",
-        input_side=95,
-        st_output_scale=1.0,
-        classifier_blocks=_PLANKTON_BLOCKS,
-        head=_PLANKTON_HEAD,
-        num_classes=121,
-        # inverted images in [0, 1], background 0: no published statistics, so no shift (our choice)
-        norm_mean=0.0,
-        norm_std=1.0,
-        padding_mode="border",  # authors' code: border for plankton
-        top=_PLANKTON_TOP,
-        studied_depths=(2, 4, 7, 10),  # the depths of the ICPR study (Finnveden et al., the deeper networks)
-    ),
-}
-# Multi-digit SVHN (authors' SVHN_CNN on 64×64 crops): the same blocks, head, top and statistics as svhn (the
-# same photographs: our choice), and five output heads of 11 classes (digit 0-9 or no digit), one per position,
-# as one 3072 -> 5·11 layer; studied depths as svhn: the last block at each map size.
-DEEP_ARCHITECTURES["svhn-multi"] = replace(DEEP_ARCHITECTURES["svhn"], dataset="svhn-multi", input_side=64,
-                                           num_classes=11, positions=5)
-ARCHITECTURES.update(DEEP_ARCHITECTURES)
+# SVHN (authors' SVHN_CNN), on the 32×32 crops and the 64×64 multi-digit crops alike (studied depths:
+# the last block at each map size, our choice).
+SVHN = Network(
+    classifier_blocks=_SVHN_BLOCKS,
+    head=_SVHN_HEAD,
+    padding_mode="zeros",  # authors' code: zeros for SVHN
+    top=_SVHN_TOP,
+    studied_depths=(2, 4, 6, 8),
+)
+PLANKTON = Network(
+    classifier_blocks=_PLANKTON_BLOCKS,
+    head=_PLANKTON_HEAD,
+    padding_mode="border",  # authors' code: border for plankton
+    top=_PLANKTON_TOP,
+    studied_depths=(2, 4, 7, 10),  # the depths of the ICPR study (Finnveden et al., the deeper networks)
+)
 
 
 def layer_output(layer: Layer, channels: int, side: int, input_side: int) -> tuple[int, int]:

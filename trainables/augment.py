@@ -1,6 +1,7 @@
 """Batched, on-device augmentation of the deeper datasets, shaped like the MNIST distortion generators.
 
-The loop and the evaluation draw every batch through a ``Distortion``; for the deeper datasets:
+The loop and the evaluation draw every batch through a ``Distortion`` (which one: the dataset's spec,
+``datasets.DatasetSpec.train_distortion`` / ``eval_distortion``); for the deeper datasets:
 
 - ``Unchanged``: the images as stored (SVHN train and test; PlanktonSet val and test). No transform
   is applied, so there is no pose to measure: ``pose_kind`` is "" and the pose metrics are skipped.
@@ -16,14 +17,13 @@ import math
 import torch
 
 from trainables import st
-from trainables.distortions import DISTORTIONS, Distortion, make_distortion
-from trainables.registry import architecture
+from trainables.distortions import Distortion
 
 
 class Unchanged(Distortion):
     """Identity: ``params`` are zeros, one pass over a split is all there is to see."""
 
-    name, pose_kind, needs_pool, stochastic = "unchanged", "", False, False
+    pose_kind, needs_pool, stochastic = "", False, False
 
     def __init__(self, side: int):
         self.side = side
@@ -51,10 +51,11 @@ class PlanktonAugment(Distortion):
     The content is flipped, scaled, sheared, rotated, then shifted (right / down), all about the centre.
     """
 
-    name, side, pose_kind, needs_pool = "plankton", 95, "", False
+    pose_kind, needs_pool = "", False
 
-    def __init__(self, max_degrees: float = 180.0, max_shear: float = 20.0, max_scale: float = 1.3,
+    def __init__(self, side: int, max_degrees: float = 180.0, max_shear: float = 20.0, max_scale: float = 1.3,
                  max_shift: float = 10.0):
+        self.side = side
         self.max_degrees, self.max_shear, self.max_scale, self.max_shift = max_degrees, max_shear, max_scale, max_shift
 
     def sample(self, batch, gen, device):
@@ -89,19 +90,3 @@ class PlanktonAugment(Distortion):
 
     def oracle_theta(self, params):
         return st.invert(self.theta(params))
-
-
-def train_distortion(dataset: str) -> Distortion:
-    """What the training stream draws: the MNIST generators, the plankton augmentation, or nothing."""
-    if dataset in DISTORTIONS:
-        return make_distortion(dataset)
-    if dataset == "plankton":
-        return PlanktonAugment()
-    return Unchanged(architecture(dataset).input_side)
-
-
-def eval_distortion(dataset: str) -> Distortion:
-    """What validation and test draw: the same generators for the MNIST family, else the images unchanged."""
-    if dataset in DISTORTIONS:
-        return make_distortion(dataset)
-    return Unchanged(architecture(dataset).input_side)

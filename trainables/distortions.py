@@ -9,6 +9,7 @@ transform with them, so metrics can compare the ST's prediction with the truth:
 - scaled:     ``params`` = scale factor s (the digit's side is 28·s pixels), centred.
 
 The ST θ that undoes each one is ``oracle_theta`` (tests pin the pose formulas of ``metrics`` to it).
+Which dataset draws which generator, on which canvas, is its spec's (``datasets.make_distortion``).
 """
 
 from __future__ import annotations
@@ -79,14 +80,14 @@ def _rotation_grid(degrees: torch.Tensor, side: int) -> torch.Tensor:
 
 
 class Distortion:
-    """Base: ``side`` of the output canvas, ``pose_kind`` for the metrics ("" = no pose metrics).
+    """Base: ``side`` of the output canvas (the dataset spec's, given at construction), ``pose_kind``:
+    what ``params`` measure ("" = no pose metrics).
 
     ``needs_pool``: render takes clutter from a pool of training digits; ``stochastic``: every pass
     draws fresh transforms (False: one test pass says all, see ``augment.Unchanged``).
     """
 
-    name = ""
-    side = 28
+    side: int
     pose_kind = ""
     needs_pool = True
     stochastic = True
@@ -113,10 +114,10 @@ class Distortion:
 
 
 class Rotated(Distortion):
-    name, side, pose_kind = "rotated-mnist", 28, "rotation"
+    pose_kind = "rotation"
 
-    def __init__(self, max_degrees: float = 90.0):
-        self.max_degrees = max_degrees
+    def __init__(self, side: int, max_degrees: float = 90.0):
+        self.side, self.max_degrees = side, max_degrees
 
     def sample(self, batch, gen, device):
         return _uniform((batch,), -self.max_degrees, self.max_degrees, gen, device)
@@ -134,10 +135,10 @@ class Rotated(Distortion):
 
 
 class Translated(Distortion):
-    name, side, pose_kind = "translated-mnist", 60, "translation"
+    pose_kind = "translation"
 
-    def __init__(self, max_shift: int = 16, clutter: int = CLUTTER_PATCHES):
-        self.max_shift, self.clutter = max_shift, clutter
+    def __init__(self, side: int, max_shift: int = 16, clutter: int = CLUTTER_PATCHES):
+        self.side, self.max_shift, self.clutter = side, max_shift, clutter
 
     def sample(self, batch, gen, device):
         return (_randint(2 * self.max_shift + 1, (batch, 2), gen, device) - self.max_shift).float()
@@ -170,10 +171,10 @@ class Translated(Distortion):
 
 
 class Scaled(Distortion):
-    name, side, pose_kind = "scaled-mnist", 112, "scale"
+    pose_kind = "scale"
 
-    def __init__(self, low_exp: float = -1.0, high_exp: float = 2.0, clutter: int = CLUTTER_PATCHES):
-        self.low_exp, self.high_exp, self.clutter = low_exp, high_exp, clutter
+    def __init__(self, side: int, low_exp: float = -1.0, high_exp: float = 2.0, clutter: int = CLUTTER_PATCHES):
+        self.side, self.low_exp, self.high_exp, self.clutter = side, low_exp, high_exp, clutter
 
     def sample(self, batch, gen, device):
         return torch.pow(2.0, _uniform((batch,), self.low_exp, self.high_exp, gen, device))
@@ -221,12 +222,3 @@ class Scaled(Distortion):
 
     def oracle_theta(self, params):
         return st.identity(params.shape[0], params.device, params.dtype) * params[:, None, None]
-
-
-DISTORTIONS: dict[str, type[Distortion]] = {cls.name: cls for cls in (Rotated, Translated, Scaled)}
-
-
-def make_distortion(dataset: str) -> Distortion:
-    if dataset not in DISTORTIONS:
-        raise ValueError(f"unknown dataset {dataset!r}: allowed {', '.join(DISTORTIONS)}")
-    return DISTORTIONS[dataset]()

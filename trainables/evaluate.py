@@ -3,8 +3,8 @@
 Validation and test draws are seeded independently of the trial's seed, so every trial of a study
 sees the *same* distorted val and test sets: comparisons between trials are paired, and selecting
 on ``val_error`` never touches the test draws. Datasets whose evaluation applies no known transform
-(SVHN, PlanktonSet) get no pose or feature-misalignment metrics, and one test pass (it is fixed); an
-STN on PlanktonSet gets the rotation consistency of its final angles instead. A multi-digit image
+(SVHN, PlanktonSet) get no pose or feature-misalignment metrics, and one test pass (it is fixed); the
+spec's extra metrics stand in (an STN on PlanktonSet: the rotation consistency of its final angles). A multi-digit image
 counts as right only when every position is (sequence accuracy).
 """
 
@@ -15,15 +15,15 @@ import torch
 
 from trainables import metrics, st
 from trainables.architectures import stride_after_blocks
-from trainables.augment import eval_distortion, train_distortion
 from trainables.data import DistortedStream, MnistSplits, generator, stream_seed
+from trainables.datasets import dataset_spec
 from trainables.models import STNClassifier
+from trainables.train_config import TRAIN_DEFAULTS
 
 EVAL_SEED = 0  # val/test draws: shared by every trial, independent of the trial seed
-TEST_PASSES = 10
+TEST_PASSES = TRAIN_DEFAULTS["test_passes"]
 MISALIGNMENT_DIGITS = 500
 EQ1_DIGITS = 256  # the residual is a ratio of means: 256 digits pin it to a few per cent
-CONSISTENCY_DATASETS = ("plankton",)  # rotation-invariant classes: every test image is turned 17 ways
 
 
 def alignment(kind: str, applied: torch.Tensor, theta: torch.Tensor, labels: torch.Tensor, side: int,
@@ -44,7 +44,8 @@ def validate(model: STNClassifier, splits: MnistSplits, batch_size: int = 500) -
     One forward pass over the (fixed) distorted val set gives all three, so an epoch's telemetry
     shows whether and when the ST starts to undo the distortion at no extra pass.
     """
-    distortion = eval_distortion(model.dataset)
+    spec = dataset_spec(model.dataset)
+    distortion = spec.eval_distortion()
     stream = _stream(splits.val_x, splits.val_y, distortion, batch_size, splits)
     was_training = model.training
     model.eval()
@@ -54,7 +55,7 @@ def validate(model: STNClassifier, splits: MnistSplits, batch_size: int = 500) -
             for images, y, params in stream.batches(stream_seed(EVAL_SEED, "val")):
                 details = model.forward_details(images)
                 wrong += metrics.wrong(details.logits, y)
-                if model.spec.has_st and distortion.pose_kind:
+                if model.spec.has_st and spec.pose_kind:
                     applied.append(params)
                     thetas.append(details.thetas[0])
                     labels.append(y)
@@ -62,7 +63,7 @@ def validate(model: STNClassifier, splits: MnistSplits, batch_size: int = 500) -
         model.train(was_training)
     out = {"val_error": wrong / max(len(splits.val_y), 1)}
     if applied:
-        pose = alignment(distortion.pose_kind, torch.cat(applied), torch.cat(thetas), torch.cat(labels), model.warped_extent)
+        pose = alignment(spec.pose_kind, torch.cat(applied), torch.cat(thetas), torch.cat(labels), model.warped_extent)
         out["val_pose_sd"] = pose["pose_sd"]
         if "angle_slope" in pose:
             out["val_angle_slope"] = pose["angle_slope"]
@@ -77,7 +78,7 @@ def _stream(images, labels, distortion, batch_size: int, splits: MnistSplits) ->
 
 
 def _canonical_digits(model: STNClassifier, digits: torch.Tensor) -> tuple[torch.Tensor, object]:
-    distortion = eval_distortion(model.dataset)
+    distortion = dataset_spec(model.dataset).eval_distortion()
     clean = digits.float() / 255.0
     return distortion.render(clean, distortion.canonical(len(clean), clean.device)), distortion
 
@@ -124,13 +125,18 @@ def rotation_consistency(model: STNClassifier, images: torch.Tensor, batch_size:
     return metrics.rotation_consistency(torch.cat(finals).numpy())
 
 
+# What a spec's ``extra_metrics`` can name: an STN's end-of-trial metric on the test images (uint8), by name.
+EXTRA_METRICS = {"rotation_consistency_deg": rotation_consistency}
+
+
 def evaluate(model: STNClassifier, splits: MnistSplits, passes: int = TEST_PASSES, batch_size: int = 500):
     """End-of-trial metrics (fractions, not percent) and the raw data the figures need."""
     model.eval()
-    distortion = eval_distortion(model.dataset)
+    spec = dataset_spec(model.dataset)
+    distortion = spec.eval_distortion()
     stream = _stream(splits.test_x, splits.test_y, distortion, batch_size, splits)
     errors, applied, first, composed, labels = [], [], [], [], []
-    pose = model.spec.has_st and bool(distortion.pose_kind)
+    pose = model.spec.has_st and bool(spec.pose_kind)
     with torch.no_grad():
         for k in range(passes if distortion.stochastic else 1):
             wrong = 0
@@ -146,7 +152,7 @@ def evaluate(model: STNClassifier, splits: MnistSplits, passes: int = TEST_PASSE
     result = {"test_error": float(np.mean(errors)), "test_error_sd": float(np.std(errors))}
     figures: dict[str, np.ndarray] = {}
     if pose:
-        kind, t, y = distortion.pose_kind, torch.cat(applied), torch.cat(labels)
+        kind, t, y = spec.pose_kind, torch.cat(applied), torch.cat(labels)
         result.update(alignment(kind, t, torch.cat(first), y, model.warped_extent))  # the paper's: the first ST
         if model.spec.iterations > 1:  # what the iterated model actually applies: named apart
             result.update(alignment(kind, t, torch.cat(composed), y, model.warped_extent, suffix="_composed"))
@@ -155,8 +161,8 @@ def evaluate(model: STNClassifier, splits: MnistSplits, passes: int = TEST_PASSE
             figures["angle_predicted"] = metrics.predicted_pose(kind, torch.cat(first), model.warped_extent).cpu().numpy()
         sample = splits.test_x[:MISALIGNMENT_DIGITS]
         result["feature_misalignment"] = feature_misalignment(model, sample)
-    if model.spec.has_st and model.dataset in CONSISTENCY_DATASETS:
-        result["rotation_consistency_deg"] = rotation_consistency(model, splits.test_x, batch_size)
+    for name in spec.extra_metrics if model.spec.has_st else ():
+        result[name] = EXTRA_METRICS[name](model, splits.test_x, batch_size)
     result.update(eq1_residuals(model, splits.test_x[:EQ1_DIGITS]))
     figures.update(example_grid(model, splits.test_x[:8]))
     return result, figures
@@ -168,7 +174,7 @@ def example_grid(model: STNClassifier, digits: torch.Tensor, transforms: int = 4
     The transforms are the training stream's (the plankton augmentation, not the unchanged test
     images); colour images are shown as their channel mean.
     """
-    distortion = train_distortion(model.dataset)
+    distortion = dataset_spec(model.dataset).train_distortion()
     gen = generator(stream_seed(EVAL_SEED, "examples"), digits.device)
     clean = digits.float() / 255.0
     inputs, outputs = [], []

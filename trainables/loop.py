@@ -1,6 +1,7 @@
 """The training loop: one trial, seeded, CPU or CUDA, with a per-epoch callback and checkpoints.
 
-No Ray and no MLflow here: the Tune adapter passes ``on_epoch`` (report + checkpoint) and the CLI
+The options and their defaults are ``train_config.TrainConfig``'s. No Ray and no MLflow here: the
+Tune adapter passes ``on_epoch`` (report + checkpoint) and the CLI
 passes a progress printer. A NaN/Inf loss ends the run with status ``diverged``: at that step on
 the CPU, at the end of the epoch on CUDA (where reading the loss every step would stall the stream).
 """
@@ -15,87 +16,12 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from trainables import metrics
-from trainables.augment import train_distortion
 from trainables.data import DataError, DistortedStream, MnistSplits, load_data, stream_seed
+from trainables.datasets import dataset_spec
 from trainables.evaluate import evaluate, validate
 from trainables.models import STNClassifier
 from trainables.outcome import Outcome
-from trainables.registry import DATASETS, architecture, check_variant
-
-OPTIMIZERS = ("sgd", "adam")
-PRECISIONS = ("fp32", "bf16")
-MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
-
-
-class ConfigError(ValueError):
-    """An invalid training option; the message is one line naming the field and allowed values."""
-
-
-@dataclass
-class TrainConfig:
-    """One trial. Defaults are the paper's (SGD, lr 0.01, momentum 0, batch 256, ÷10 at 1/3, 2/3)."""
-
-    dataset: str = "rotated-mnist"
-    variant: str = "STN-SL1"
-    st_transform: str = "affine"
-    epochs: int = 10
-    train_size: int | None = None
-    optimizer: str = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    batch_size: int = 256
-    loc_lr_mult: float = 1.0
-    pre_st_lr_mult: float = 1.0
-    lr_milestones: tuple[float, ...] = (1 / 3, 2 / 3)
-    lr_gamma: float = 0.1
-    warmup_epochs: float = 0.0  # linear LR warm-up from lr/steps to lr over this many epochs (0: none)
-    seed: int = 0
-    device: str = "auto"
-    data_root: str | None = None
-    download: bool = False
-    test_passes: int = 10
-    memory_format: str = "auto"  # auto: channels_last on CPU (1.2-1.6x in study.bench), contiguous on CUDA
-    precision: str = "fp32"  # bf16: autocast of the forward pass (weights and optimizer stay fp32)
-
-    def validate(self) -> "TrainConfig":
-        check_variant(self.dataset, self.variant, self.st_transform)
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"optimizer: {self.optimizer!r} is not allowed: allowed {', '.join(OPTIMIZERS)}")
-        for name in ("lr", "loc_lr_mult", "pre_st_lr_mult"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ConfigError(f"{name}: must be a finite number > 0, got {value!r}")
-        for name in ("momentum", "weight_decay"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"{name}: must be a finite number >= 0, got {value!r}")
-        for name in ("epochs", "batch_size", "test_passes"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name}: must be an integer >= 1, got {getattr(self, name)!r}")
-        if self.train_size is not None and self.train_size < 1:
-            raise ConfigError(f"train_size: must be an integer >= 1, got {self.train_size!r}")
-        if not (math.isfinite(self.warmup_epochs) and 0 <= self.warmup_epochs <= self.epochs):
-            raise ConfigError(f"warmup_epochs: must be a number between 0 and epochs ({self.epochs}), got {self.warmup_epochs!r}")
-        if any(not 0 < m < 1 for m in self.lr_milestones):
-            raise ConfigError(f"lr_milestones: fractions of the run strictly between 0 and 1, got {self.lr_milestones}")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ConfigError(f"device: {self.device!r} is not allowed: allowed auto, cpu, cuda, cuda:<N>")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError("device: cuda was requested but no CUDA device is available: allowed cpu, auto")
-        if self.memory_format not in MEMORY_FORMATS:
-            raise ConfigError(f"memory_format: {self.memory_format!r} is not allowed: allowed {', '.join(MEMORY_FORMATS)}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision: {self.precision!r} is not allowed: allowed {', '.join(PRECISIONS)}")
-        return self
-
-    def channels_last(self, device: torch.device) -> bool:
-        return self.memory_format == "channels_last" or (self.memory_format == "auto" and device.type == "cpu")
-
-    def resolved_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+from trainables.train_config import ConfigError, TrainConfig
 
 
 @dataclass
@@ -135,8 +61,7 @@ def lr_schedule(optimizer, cfg: TrainConfig, milestones: list[int], warmup_steps
 
 def check_splits(dataset: str, splits: MnistSplits) -> None:
     """One line instead of a torch shape error when the splits belong to another dataset's source."""
-    arch = architecture(dataset)
-    expected = (28, 28) if dataset in DATASETS else (arch.in_channels, arch.input_side, arch.input_side)
+    expected = dataset_spec(dataset).stored_shape
     found = tuple(splits.train_x.shape[1:])
     if found != expected:
         raise DataError(f"data: {dataset} takes images of shape {expected}, but {splits.source} holds {found}")
@@ -162,7 +87,7 @@ def train(cfg: TrainConfig, on_epoch=None, splits: MnistSplits | None = None, re
     train_x, train_y = splits.train_x, splits.train_y
     if cfg.train_size is not None:
         train_x, train_y = train_x[: cfg.train_size], train_y[: cfg.train_size]
-    distortion = train_distortion(cfg.dataset)
+    distortion = dataset_spec(cfg.dataset).train_distortion()
     pool = splits.train_x if distortion.needs_pool else None  # the MNIST generators' clutter digits
     stream = DistortedStream(train_x, train_y, distortion, cfg.batch_size, pool, shuffle=True)
     total_steps = cfg.epochs * len(stream)

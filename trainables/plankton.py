@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trainables.datasets import dataset_spec
 from trainables.splits import SPLIT_SEED, DataError, MnistSplits, decode_cached, digest
 
-SIDE = 95
-NUM_CLASSES = 121
+SPEC = dataset_spec("plankton")
+SIDE, NUM_CLASSES = SPEC.side, SPEC.classes
 HOLDOUT_FRACTION = 0.1  # val and test each, per class, of a one-level tree (val only for train/ + test/)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".pgm"}
 
@@ -83,7 +84,7 @@ def _stratified(labels: np.ndarray, parts: int, rng: np.random.Generator) -> lis
 
 def _decode(files: list[Path]) -> np.ndarray:
     """(N, 1, 95, 95) uint8, decoded once per set of files (``data.decode_cached``)."""
-    return decode_cached("plankton", files, (1, SIDE, SIDE), lambda path: fit_image(path)[None])
+    return decode_cached(SPEC.name, files, SPEC.stored_shape, lambda path: fit_image(path)[None])
 
 
 def load_plankton(data_root: str | Path | None, download: bool = False) -> MnistSplits:

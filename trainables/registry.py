@@ -7,7 +7,8 @@ cannot honour with one line naming the allowed values, using the shape arithmeti
 
 ``DATASETS`` is the MNIST distortion family that studies sweep; ``DEEP_DATASETS`` are the harder
 datasets of the ICPR study (SVHN, multi-digit SVHN, PlanktonSet) with their deeper networks. Every
-function here takes either kind; ``ALL_DATASETS`` lists both.
+function here takes either kind; ``ALL_DATASETS`` lists both. All three are read off the dataset
+registry (``trainables.datasets``), as are the architectures and pose kinds.
 """
 
 from __future__ import annotations
@@ -15,21 +16,14 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
-from trainables.architectures import (
-    ARCHITECTURES,
-    DEEP_ARCHITECTURES,
-    Architecture,
-    ShapeError,
-    map_after_blocks,
-    st_output_side,
-    stack_output,
-)
+from trainables.architectures import Architecture, ShapeError, map_after_blocks, st_output_side, stack_output
+from trainables.datasets import DEEP, MNIST, VariantError, dataset_names, dataset_spec
 
-DEEP_DATASETS: tuple[str, ...] = tuple(DEEP_ARCHITECTURES)
-DATASETS: tuple[str, ...] = tuple(d for d in ARCHITECTURES if d not in DEEP_ARCHITECTURES)
+DATASETS: tuple[str, ...] = dataset_names(MNIST)
+DEEP_DATASETS: tuple[str, ...] = dataset_names(DEEP)
 ALL_DATASETS: tuple[str, ...] = DATASETS + DEEP_DATASETS
 # The transform each dataset's generator applies and reports; datasets without one get no pose metrics.
-POSE_KIND = {"rotated-mnist": "rotation", "translated-mnist": "translation", "scaled-mnist": "scale"}
+POSE_KIND = {name: dataset_spec(name).pose_kind for name in ALL_DATASETS if dataset_spec(name).pose_kind}
 # How many numbers the localisation network predicts for each ST parameterisation.
 ST_TRANSFORMS: dict[str, int] = {"affine": 6, "similarity": 4, "rotation": 1, "translation": 2}
 SHARINGS = {"none": "C", "shared": "SL", "copy": "DL"}
@@ -37,10 +31,6 @@ CORE_VARIANTS: tuple[str, ...] = ("CNN", "STN-C0", "STN-C1", "STN-SL1", "STN-DL1
 
 _NAME = re.compile(r"^STN-(C|SL|DL)(\d+)(?:[x×](\d+))?$", re.IGNORECASE)
 _GRAMMAR = "CNN, STN-C<X>, STN-SL<X>, STN-DL<X>, optionally with x<N> iterations (e.g. STN-SL1x2)"
-
-
-class VariantError(ValueError):
-    """A variant, dataset or ST parameterisation that cannot be built; the message is one line."""
 
 
 @dataclass(frozen=True)
@@ -111,9 +101,7 @@ def parse_variant(value: str | dict | VariantSpec) -> VariantSpec:
 
 
 def architecture(dataset: str) -> Architecture:
-    if dataset not in ARCHITECTURES:
-        raise VariantError(f"unknown dataset {dataset!r}: allowed {', '.join(ALL_DATASETS)}")
-    return ARCHITECTURES[dataset]
+    return dataset_spec(dataset).architecture
 
 
 def check_st_transform(st_transform: str) -> str:
@@ -183,7 +171,7 @@ def canonical_variants(dataset: str) -> list[tuple[str, str]]:
             cells += [(f"STN-{code}{depth}", "affine") for code in ("C", "SL", "DL")]
     cells += [("STN-SL1x2", "affine"), ("STN-C1x2", "affine")]
     cells += [("STN-C0", t) for t in ST_TRANSFORMS if t != "affine"]
-    cells += [("STN-SL1", "rotation" if POSE_KIND.get(dataset) == "rotation" else "similarity")]
+    cells += [("STN-SL1", "rotation" if dataset_spec(dataset).pose_kind == "rotation" else "similarity")]
     return [(v, t) for v, t in cells if _shape_problem(arch, parse_variant(v)) is None]
 
 

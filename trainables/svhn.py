@@ -14,9 +14,11 @@ from pathlib import Path
 
 import torch
 
+from trainables.datasets import dataset_spec
 from trainables.splits import FULL_VAL_FRACTION, DataError, MnistSplits, digest, split
 
 SVHN_SPLITS = ("train", "test")
+SPEC = dataset_spec("svhn")
 
 
 def _svhn_class():
@@ -61,10 +63,10 @@ def load_svhn(data_root: str | Path | None, download: bool = False) -> MnistSpli
     x, y = torch.from_numpy(train.data).contiguous(), torch.from_numpy(train.labels)
     tests = torch.from_numpy(test.data).contiguous(), torch.from_numpy(test.labels)
     for images, labels in ((x, y), tests):
-        if tuple(images.shape[1:]) != (3, 32, 32) or len(labels) != len(images) or len(images) < 2:
-            raise DataError(f"data_root: the SVHN files under {root} are not 32x32 colour crops with one label "
+        if tuple(images.shape[1:]) != SPEC.stored_shape or len(labels) != len(images) or len(images) < 2:
+            raise DataError(f"data_root: the SVHN files under {root} are not {SPEC.side}x{SPEC.side} colour crops with one label "
                             f"each (images {tuple(images.shape)}, labels {tuple(labels.shape)})")
-        if labels.min() < 0 or labels.max() > 9:
+        if labels.min() < 0 or labels.max() >= SPEC.classes:
             raise DataError(f"data_root: SVHN labels under {root} must be 1..10 (10 = the digit 0), "
                             f"got {int(labels.min())}..{int(labels.max())} after mapping 10 -> 0")
     n_val = max(1, int(round(len(y) * FULL_VAL_FRACTION)))

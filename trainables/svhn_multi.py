@@ -25,11 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trainables.datasets import dataset_spec
 from trainables.splits import FULL_VAL_FRACTION, DataError, MnistSplits, decode_cached, digest, split
 
-SIDE = 64
-POSITIONS = 5
-NO_DIGIT = 10  # the 11th class of a position
+SPEC = dataset_spec("svhn-multi")
+SIDE, POSITIONS = SPEC.side, SPEC.positions
+NO_DIGIT = SPEC.classes - 1  # the last class of a position
 CSV_FILES = ("train.csv", "test.csv")
 IMAGES = "images"
 LAYOUT = "train.csv, test.csv and images/ (the layout in trainables/svhn_multi.py and docs/datasets.md)"
@@ -86,7 +87,7 @@ def _read_split(root: Path, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     if absent:
         raise DataError(f"data_root: {len(absent)} image(s) listed in {name} are missing under {root / IMAGES} "
                         f"(first: {absent[0]})")
-    images = decode_cached("svhn-multi", files, (3, SIDE, SIDE), read_image)
+    images = decode_cached(SPEC.name, files, SPEC.stored_shape, read_image)
     return torch.from_numpy(images), torch.tensor([labels for _, labels in rows], dtype=torch.int64)
 
 

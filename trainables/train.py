@@ -13,42 +13,55 @@ from pathlib import Path
 import torch
 
 from trainables.data import DataError, load_data
-from trainables.loop import OPTIMIZERS, ConfigError, TrainConfig, TrainResult, check_splits, train
+from trainables.datasets import dataset_spec
+from trainables.loop import ConfigError, TrainConfig, TrainResult, check_splits, train
 from trainables.outcome import Outcome
 from trainables.registry import ALL_DATASETS, ST_TRANSFORMS, VariantError
+from trainables.train_config import OPTIMIZERS, TRAIN_DEFAULTS
 
 RESULT_FILE = "result.json"
 
 
+def _data_help() -> tuple[str, str]:
+    """--data-root's and --download's help, one entry per data source, from the dataset specs."""
+    sources: dict[str, list] = {}
+    for name in ALL_DATASETS:
+        spec = dataset_spec(name)
+        sources.setdefault(spec.source, []).append(spec)
+    root = "; ".join(f"{'/'.join(s.name for s in specs)}: {specs[0].layout}" for specs in sources.values())
+    fetch = ", ".join(source for source, specs in sources.items() if specs[0].downloadable)
+    return root, f"download {fetch} into --data-root if missing (the others: by hand)"
+
+
 def parser() -> argparse.ArgumentParser:
+    """The CLI of ``TrainConfig``: every default is the dataclass's own (``TRAIN_DEFAULTS``)."""
+    d = TRAIN_DEFAULTS
     p = argparse.ArgumentParser(prog="python -m trainables.train", description=__doc__)
-    p.add_argument("--dataset", default="rotated-mnist", help=f"one of {', '.join(ALL_DATASETS)}")
-    p.add_argument("--variant", default="STN-SL1", help="CNN, STN-C<X>, STN-SL<X>, STN-DL<X>[x<N>]")
-    p.add_argument("--st-transform", default="affine", help=f"one of {', '.join(ST_TRANSFORMS)}")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--train-size", type=int, default=None, help="use only the first N training images")
-    p.add_argument("--optimizer", default="sgd", help=f"one of {', '.join(OPTIMIZERS)}")
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--momentum", type=float, default=0.0)
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--loc-lr-mult", type=float, default=1.0, help="LR multiplier of the localisation network")
-    p.add_argument("--pre-st-lr-mult", type=float, default=1.0, help="LR multiplier of the layers before the ST")
-    p.add_argument("--lr-milestones", type=float, nargs="*", default=[1 / 3, 2 / 3],
+    p.add_argument("--dataset", default=d["dataset"], help=f"one of {', '.join(ALL_DATASETS)}")
+    p.add_argument("--variant", default=d["variant"], help="CNN, STN-C<X>, STN-SL<X>, STN-DL<X>[x<N>]")
+    p.add_argument("--st-transform", default=d["st_transform"], help=f"one of {', '.join(ST_TRANSFORMS)}")
+    p.add_argument("--epochs", type=int, default=d["epochs"])
+    p.add_argument("--train-size", type=int, default=d["train_size"], help="use only the first N training images")
+    p.add_argument("--optimizer", default=d["optimizer"], help=f"one of {', '.join(OPTIMIZERS)}")
+    p.add_argument("--lr", type=float, default=d["lr"])
+    p.add_argument("--momentum", type=float, default=d["momentum"])
+    p.add_argument("--weight-decay", type=float, default=d["weight_decay"])
+    p.add_argument("--batch-size", type=int, default=d["batch_size"])
+    p.add_argument("--loc-lr-mult", type=float, default=d["loc_lr_mult"], help="LR multiplier of the localisation network")
+    p.add_argument("--pre-st-lr-mult", type=float, default=d["pre_st_lr_mult"],
+                   help="LR multiplier of the layers before the ST")
+    p.add_argument("--lr-milestones", type=float, nargs="*", default=list(d["lr_milestones"]),
                    help="fractions of the run where the LR drops ÷10 (none: constant LR)")
-    p.add_argument("--warmup-epochs", type=float, default=0.0, help="linear LR warm-up over this many epochs")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:<N>")
+    p.add_argument("--warmup-epochs", type=float, default=d["warmup_epochs"], help="linear LR warm-up over this many epochs")
+    p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--device", default=d["device"], help="auto (CUDA when present), cpu, cuda, cuda:<N>")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
-    p.add_argument("--test-passes", type=int, default=10, help="randomised passes over the test set (K)")
-    p.add_argument("--memory-format", default="auto", help="auto (channels_last on CPU), channels_last, contiguous")
-    p.add_argument("--precision", default="fp32", help="fp32, or bf16 (autocast of the forward pass)")
-    p.add_argument("--data-root", default=None,
-                   help="MNIST family: torchvision MNIST root (default: the embedded subset); svhn: the folder of "
-                        "train_32x32.mat and test_32x32.mat; svhn-multi: the folder of train.csv, test.csv and "
-                        "images/; plankton: a class-per-folder image tree")
-    p.add_argument("--download", action="store_true",
-                   help="download MNIST or SVHN into --data-root if missing (svhn-multi and plankton: by hand)")
+    p.add_argument("--test-passes", type=int, default=d["test_passes"], help="randomised passes over the test set (K)")
+    p.add_argument("--memory-format", default=d["memory_format"], help="auto (channels_last on CPU), channels_last, contiguous")
+    p.add_argument("--precision", default=d["precision"], help="fp32, or bf16 (autocast of the forward pass)")
+    root_help, download_help = _data_help()
+    p.add_argument("--data-root", default=d["data_root"], help=root_help)
+    p.add_argument("--download", action="store_true", help=download_help)
     p.add_argument("--out", default="runs/train", help="directory for result.json")
     return p
 

@@ -11,7 +11,9 @@ import torchvision.transforms.functional as TF
 from torch.utils.data import DataLoader, Dataset
 
 from trainables.data import DistortedStream
-from trainables.distortions import CLUTTER_SIDE, make_distortion
+from trainables.datasets import dataset_spec, make_distortion
+from trainables.distortions import CLUTTER_SIDE
+from trainables.registry import DATASETS
 
 
 class PerSampleReference(Dataset):
@@ -19,6 +21,7 @@ class PerSampleReference(Dataset):
 
     def __init__(self, digits: torch.Tensor, dataset: str, seed: int = 0):
         self.digits, self.dataset = digits.float() / 255.0, dataset
+        self.kind, self.side = dataset_spec(dataset).pose_kind, dataset_spec(dataset).side
         self.rng = np.random.default_rng(seed)
 
     def __len__(self):
@@ -51,23 +54,24 @@ class PerSampleReference(Dataset):
 
     def __getitem__(self, index):
         digit = self.digits[index][None]
-        if self.dataset == "rotated-mnist":
+        side = self.side
+        if self.kind == "rotation":
             return TF.rotate(digit, float(self.rng.uniform(-90, 90)), TF.InterpolationMode.BILINEAR)
-        if self.dataset == "translated-mnist":
-            canvas = torch.zeros(1, 60, 60)
+        if self.kind == "translation":
+            canvas, origin = torch.zeros(1, side, side), (side - 28) // 2
             dy, dx = self.rng.integers(-16, 17, 2)
-            canvas[0, 16 + dy:44 + dy, 16 + dx:44 + dx] = digit[0]
+            canvas[0, origin + dy:origin + 28 + dy, origin + dx:origin + 28 + dx] = digit[0]
             return self._clutter(canvas)
         scale = float(2 ** self.rng.uniform(-1, 2))
         size = max(1, int(round(28 * scale)))
         resized = TF.resize(digit, [size, size], antialias=True)
-        canvas = torch.zeros(1, 112, 112)
-        if size <= 112:
-            top = (112 - size) // 2
+        canvas = torch.zeros(1, side, side)
+        if size <= side:
+            top = (side - size) // 2
             canvas[:, top:top + size, top:top + size] = resized
         else:
-            crop = (size - 112) // 2
-            canvas[:] = resized[:, crop:crop + 112, crop:crop + 112]
+            crop = (size - side) // 2
+            canvas[:] = resized[:, crop:crop + side, crop:crop + side]
         return self._scaled_clutter(canvas)
 
 
@@ -105,7 +109,7 @@ def data_speedup(digits: torch.Tensor, cores: int = 1, repeats: int = 7, min_sec
     out, threads = {}, torch.get_num_threads()
     torch.set_num_threads(max(1, cores))
     try:
-        for dataset in ("rotated-mnist", "translated-mnist", "scaled-mnist"):
+        for dataset in DATASETS:
             stream = DistortedStream(digits, torch.zeros(len(digits), dtype=torch.long), make_distortion(dataset),
                                      256, digits)
             loader = DataLoader(PerSampleReference(digits, dataset), batch_size=256, num_workers=cores,

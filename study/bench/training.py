@@ -9,12 +9,11 @@ import torch
 
 from study.bench.generation import images_per_second, repeated_rate
 from trainables import metrics
-from trainables.augment import train_distortion
 from trainables.data import DistortedStream
-from trainables.distortions import make_distortion
+from trainables.datasets import dataset_spec, make_distortion
 from trainables.loop import TrainConfig, train
 from trainables.models import STNClassifier
-from trainables.registry import DEEP_DATASETS, architecture
+from trainables.registry import DATASETS, DEEP_DATASETS
 
 
 def training_step(forward, optimizer, bf16: bool = False):
@@ -92,7 +91,7 @@ def step_options(splits, variant: str = "STN-SL1", steps: int = 12) -> dict:
 
 def scaling(splits) -> dict:
     rows = {}
-    for dataset in ("rotated-mnist", "translated-mnist", "scaled-mnist"):
+    for dataset in DATASETS:
         for size in (250, 500, 1000):
             cfg = TrainConfig(dataset=dataset, variant="CNN", epochs=1, train_size=size, optimizer="adam",
                               lr=1e-3, device="cpu")
@@ -111,12 +110,11 @@ def deep_step(variants=("CNN", "STN-SL2"), batch: int = 16, steps: int = 6) -> d
     """
     out, gen = {}, torch.Generator().manual_seed(0)
     for dataset in DEEP_DATASETS:
-        arch = architecture(dataset)
+        spec = dataset_spec(dataset)
         n = batch * steps
-        images = torch.randint(0, 256, (n, arch.in_channels, arch.input_side, arch.input_side), generator=gen,
-                               dtype=torch.uint8)
-        labels = torch.randint(0, arch.num_classes, (n, arch.positions) if arch.positions > 1 else (n,), generator=gen)
-        stream = DistortedStream(images, labels, train_distortion(dataset), batch)
+        images = torch.randint(0, 256, (n, *spec.stored_shape), generator=gen, dtype=torch.uint8)
+        labels = torch.randint(0, spec.classes, (n, spec.positions) if spec.positions > 1 else (n,), generator=gen)
+        stream = DistortedStream(images, labels, spec.train_distortion(), batch)
         data_rate = repeated_rate(lambda seed: [None for _ in stream.batches(seed)], n)  # one pass is ~1 ms
         batches = list(stream.batches(1))
         for variant in variants:

@@ -37,8 +37,8 @@ from study.report.figures import (
     learning_curves_figure,
 )
 from study.report.tables import Table, accuracy_table, alignment_table, eq1_table, random_reference
+from trainables.datasets import DEEP, dataset_spec
 from trainables.outcome import Outcome
-from trainables.registry import DEEP_DATASETS
 
 DEFAULT_PAIR = ("STN-SL1", "STN-C1")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -120,13 +120,13 @@ def build_figures(client: MlflowClient, study: Study, out: Path, gaps: list[str]
             panels[row] = figure_data(client, run_id, missing)
             if missing and gaps is not None:
                 gaps.append(f"{dataset} / {row} (run {run_id}): {missing[0][1]}")
-        stem = dataset.split("-")[0]
-        if dataset == "rotated-mnist":
+        spec, stem = dataset_spec(dataset), dataset.removesuffix("-mnist")  # svhn-multi keeps its own files
+        if spec.pose_kind == "rotation":
             written.append(fig3_angle_plots(out / "fig3_angle_plots.png", {k: v for k, v in panels.items() if k != "CNN"}))
         written.append(fig2_aligned_examples(out / f"fig2_aligned_{stem}.png", dataset, panels))
         written.append(alignment_curves_figure(out / f"alignment_vs_epoch_{stem}.png", dataset,
                                                alignment_curves(client, study.runs, dataset)))
-        if dataset in DEEP_DATASETS:
+        if spec.family == DEEP:
             written.append(error_vs_depth_figure(out / f"error_vs_depth_{stem}.png", dataset,
                                                  depth_grid(study.runs, dataset), reference_cnn(study.runs, dataset)[0]))
     curves = learning_curves(client, study.runs[study.runs["outcome"].isin([Outcome.COMPLETED, Outcome.PRUNED])])

@@ -11,14 +11,15 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from study.tracking.contract import FIGURES_PATH, read_best_tags, study_runs
+from trainables.datasets import dataset_spec
 from trainables.figures import FIGURES_FILE
 from trainables.outcome import Outcome
-from trainables.registry import CORE_VARIANTS, DEEP_DATASETS, POSE_KIND
+from trainables.registry import ALL_DATASETS, CORE_VARIANTS
 
-# The MNIST family's columns are named by its distortion; the deep datasets by themselves
-DATASET_ORDER = ("rotated-mnist", "translated-mnist", "scaled-mnist", *DEEP_DATASETS)
-COLUMN = {"rotated-mnist": "rotation", "translated-mnist": "translation", "scaled-mnist": "scale",
-          **{d: d for d in DEEP_DATASETS}}
+# Tables list datasets in registry order (the MNIST family first), each column named by its spec's label
+# (the MNIST family by its distortion, the deep datasets by themselves)
+DATASET_ORDER = ALL_DATASETS
+COLUMN = {d: dataset_spec(d).label for d in ALL_DATASETS}
 
 
 class ReportError(ValueError):
@@ -116,7 +117,7 @@ def resolve_row(labels, name: str) -> str:
 def datasets_in(runs: pd.DataFrame, posed: bool = False) -> list[str]:
     """The study's datasets in table order; ``posed``: only those with an applied transform (pose metrics)."""
     present = set(runs["param.dataset"]) if not runs.empty else set()
-    return [d for d in DATASET_ORDER if d in present and (not posed or d in POSE_KIND)]
+    return [d for d in DATASET_ORDER if d in present and (not posed or dataset_spec(d).pose_kind)]
 
 
 def _val_best(search: pd.DataFrame) -> pd.DataFrame:
@@ -205,7 +206,7 @@ def learning_curves(client: MlflowClient, runs: pd.DataFrame, metric: str = "val
 
 
 def pose_unit(dataset: str) -> str:
-    return {"rotation": "°", "translation": "px", "scale": "log2"}[POSE_KIND[dataset]]
+    return dataset_spec(dataset).pose_unit
 
 
 def out_dir_for(study_id: str, out: str | None) -> Path:

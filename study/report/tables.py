@@ -11,8 +11,10 @@ import pandas as pd
 from scipy import stats
 
 from study.report.data import COLUMN, datasets_in, failure_counts, pose_unit, reported_runs, resolve_row, row_order, superseded_finals
+from trainables.datasets import dataset_spec
 
 DASH = "—"
+EXTRA_COLUMNS = {"rotation_consistency_deg": "rotation consistency (°)"}  # a spec's extra metric, as a column heading
 
 
 @dataclass
@@ -165,10 +167,11 @@ def alignment_table(runs: pd.DataFrame, pair: tuple[str, str]) -> Table:
     for d in datasets_in(runs, posed=True):  # SVHN and PlanktonSet have no applied transform to measure
         columns.append((f"{COLUMN[d]} pose SD ({pose_unit(d)})", d, "pose_sd", 1.0, 2))
         columns.append((f"{COLUMN[d]} feature misalignment", d, "feature_misalignment", 1.0, 3))
-        if d == "rotated-mnist":
-            columns.append(("rotation angle slope", d, "angle_slope", 1.0, 2))
-    if "plankton" in datasets_in(runs) and "rotation_consistency_deg" in runs.columns:  # no pose: turned copies
-        columns.append(("plankton rotation consistency (°)", "plankton", "rotation_consistency_deg", 1.0, 1))
+        if dataset_spec(d).pose_kind == "rotation":
+            columns.append((f"{COLUMN[d]} angle slope", d, "angle_slope", 1.0, 2))
+    for d in datasets_in(runs):  # e.g. PlanktonSet: no pose, but the rotation consistency of turned copies
+        for metric in (m for m in dataset_spec(d).extra_metrics if m in runs.columns):
+            columns.append((f"{COLUMN[d]} {EXTRA_COLUMNS.get(metric, metric)}", d, metric, 1.0, 1))
     shown, means, bases = _grid(runs, columns)
     best = _best(means)
     for column in [c for c in means.columns if "slope" in c]:  # a canonicalising ST has slope −1
@@ -219,13 +222,13 @@ def random_reference(datasets: tuple[str, ...], digits: int = 256, seed: int = 0
     import torch
 
     from trainables.data import load_embedded
+    from trainables.datasets import MNIST
     from trainables.evaluate import eq1_residuals
     from trainables.models import STNClassifier
-    from trainables.registry import DEEP_DATASETS
 
     splits = load_embedded()
     out = {}
-    for dataset in (d for d in datasets if d not in DEEP_DATASETS):  # their images are not MNIST digits
+    for dataset in (d for d in datasets if dataset_spec(d).family == MNIST):  # the others' images are not MNIST digits
         torch.manual_seed(seed)
         out[dataset] = eq1_residuals(STNClassifier(dataset, "CNN").eval(), splits.test_x[:digits])
     return out
