@@ -82,6 +82,21 @@ def postgres():
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def s3():
+    """A real S3-compatible server on loopback; this process and the Ray workers it starts point at it."""
+    server = S3Server().start()
+    saved = {k: os.environ.get(k) for k in server.env}
+    os.environ.update(server.env)  # this process reads the bucket too (pyarrow, boto3)
+    yield server
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def ray_local(tmp_path_factory):
     """A real local Ray instance with 2 CPUs, shared by the study tests."""

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from trainables.architectures import (
-    ARCHITECTURES,
     ShapeError,
     layer_output,
     map_after_blocks,
@@ -14,6 +13,7 @@ from trainables.architectures import (
     stride_after_blocks,
 )
 from trainables.models import build_stack
+from trainables.registry import ALL_DATASETS, architecture
 
 
 def forward_shape(layers, channels, side):
@@ -38,9 +38,9 @@ def test_each_layer_by_hand():
         layer_output(("pool3",), 20, 2, 2)
 
 
-@pytest.mark.parametrize("dataset", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("dataset", sorted(ALL_DATASETS))
 def test_the_classifier_maps_after_each_block_are_those_of_a_real_forward_pass(dataset):
-    arch = ARCHITECTURES[dataset]
+    arch = architecture(dataset)
     features = torch.zeros(1, arch.in_channels, arch.input_side, arch.input_side)
     stack = [build_stack(block, *map_after_blocks(arch, i)) for i, block in enumerate(arch.classifier_blocks)]
     with torch.no_grad():
@@ -51,9 +51,9 @@ def test_the_classifier_maps_after_each_block_are_those_of_a_real_forward_pass(d
     assert map_after_blocks(arch, 0) == (arch.in_channels, arch.input_side)
 
 
-@pytest.mark.parametrize("dataset", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("dataset", sorted(ALL_DATASETS))
 def test_each_depths_localisation_head_computes_what_stack_output_says(dataset):
-    arch = ARCHITECTURES[dataset]
+    arch = architecture(dataset)
     for depth in range(len(arch.classifier_blocks) + 1):
         channels, side = map_after_blocks(arch, depth)
         try:
@@ -64,8 +64,8 @@ def test_each_depths_localisation_head_computes_what_stack_output_says(dataset):
 
 
 def test_strides_and_the_st_output_side():
-    mnist, plankton = ARCHITECTURES["rotated-mnist"], ARCHITECTURES["plankton"]
+    mnist, plankton = architecture("rotated-mnist"), architecture("plankton")
     assert [stride_after_blocks(mnist, d) for d in range(3)] == [1, 2, 4]
     assert [stride_after_blocks(plankton, d) for d in (0, 2, 4, 7, 10)] == [1, 2, 4, 8, 16]  # 3×3/2 pools move 2 px too
-    assert st_output_side(ARCHITECTURES["translated-mnist"], 60) == 30 and st_output_side(mnist, 28) == 28
-    assert st_output_side(ARCHITECTURES["translated-mnist"], 1) == 1
+    assert st_output_side(architecture("translated-mnist"), 60) == 30 and st_output_side(mnist, 28) == 28
+    assert st_output_side(architecture("translated-mnist"), 1) == 1

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from trainables import metrics
-from trainables.augment import eval_distortion
 from trainables.data import DistortedStream, stream_seed
+from trainables.datasets import dataset_spec
 from trainables.evaluate import EVAL_SEED, example_grid, validate
 from trainables.models import STNClassifier
 
@@ -24,7 +24,7 @@ def test_validation_error_is_the_share_of_wrong_val_draws_and_the_model_keeps_it
     model = STNClassifier("rotated-mnist", "CNN").train()
     out = validate(model, small)
     assert model.training and set(out) == {"val_error"}  # a CNN has no pose to measure
-    stream = DistortedStream(small.val_x, small.val_y, eval_distortion("rotated-mnist"), 500)
+    stream = DistortedStream(small.val_x, small.val_y, dataset_spec("rotated-mnist").eval_distortion(), 500)
     model.eval()
     with torch.no_grad():
         wrong = sum(metrics.wrong(model(x), y) for x, y, _ in stream.batches(stream_seed(EVAL_SEED, "val")))

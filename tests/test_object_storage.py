@@ -13,7 +13,7 @@ import time
 
 import optuna
 import pytest
-from conftest import S3Server, epochs_logged
+from conftest import epochs_logged
 from mlflow.tracking import MlflowClient
 
 from study.paths import StudyDir, s3_client
@@ -23,20 +23,6 @@ from study.search.segments import RecordConflict, SegmentedJournalBackend
 
 BASE = ["--name", "objects", "--variants", "CNN", "--epochs", "3", "--train-size", "256", "--set", "test_passes=1",
         "--set", "grace_period=10", "--max-concurrent", "1", "--cpus-per-trial", "1", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def s3():
-    server = S3Server().start()
-    saved = {k: os.environ.get(k) for k in server.env}
-    os.environ.update(server.env)  # this process reads the bucket too (pyarrow, boto3)
-    yield server
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    server.stop()
 
 
 def launch(cwd, s3, tracking, *extra, wait=True):

@@ -5,7 +5,8 @@ import contextlib
 import pickle
 from types import SimpleNamespace
 
-from study.tracking.trial_runs import END_METRICS, TrialTracker, completed_finals, is_end_metric
+from study.tracking.contract import completed_finals
+from study.tracking.trial_runs import END_METRICS, TrialTracker, is_end_metric
 from study.trial_schema import hparams_hash
 
 HP = {"optimizer": "adam", "lr": 0.001, "loc_lr_mult": 1.0, "momentum": 0.0, "weight_decay": 0.0, "batch_size": 64}
