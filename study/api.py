@@ -52,4 +52,5 @@ def resume(wanted: str | None, changes: dict | None = None, storage_path: str | 
     driver = StudyDriver(cfg, quiet, report, max_hours, address, cluster, trainable)
     with graceful_stop(), one_driver(study_dir(root, state.study_id), state.study_id):
         driver.attach(state)
+        driver.record_config()  # every check passed: now the extension is a fact of the study
         return driver.execute()

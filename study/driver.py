@@ -103,7 +103,7 @@ class StudyDriver:
         return self.state
 
     def attach(self, state: StudyState) -> None:
-        """Resume: reuse the study's parent run and directory; the (possibly extended) config is recorded."""
+        """Resume: reuse the study's parent run and directory (``record_config`` then makes an extension a fact)."""
         self.state = state
         check_free_space(self.watched_paths(), self.cfg.min_free_gb)
         startup.prepare_data(self.cfg, self.say)  # a fresh cluster: its trials read what the driver prepares
@@ -113,9 +113,12 @@ class StudyDriver:
         self.flush_tracking(wait=True)  # ... before the parent run is marked RUNNING again
         self.client.update_run(state.parent_run_id, status="RUNNING")
         self.client.log_text(state.parent_run_id, self.cfg.to_yaml(), f"config/resume-{int(time.time())}.yaml")
-        state.config_yaml, state.tracking_uri = self.cfg.to_yaml(), self.tracking_uri
-        self.save_state()  # every check passed: now the extension is a fact of the study
         self.say(f"resuming study {state.study_id} (tracking {self.tracking_uri}, storage {self.storage})")
+
+    def record_config(self) -> None:
+        """The config this driver runs with becomes the study's: an interrupted extension resumes extended."""
+        self.state.config_yaml, self.state.tracking_uri = self.cfg.to_yaml(), self.tracking_uri
+        self.save_state()
 
     def open_spool(self) -> None:
         from study.tracking.spool import TrackingSpool

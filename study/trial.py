@@ -1,14 +1,20 @@
-"""The Ray Tune function trainable: wraps the loop, reports every epoch with a checkpoint.
+"""The Ray Tune function trainable: wraps the loop, reports every epoch, keeps its state to resume from.
 
-It lives in ``study`` (orchestration), so that ``trainables`` stays pure PyTorch. A checkpoint holds the loop's full state, so a
-trial restarted after a crash resumes at its last epoch. The final report carries the end-of-trial
-metrics and ``outcome``; its checkpoint carries the figures (and the model for final-stage runs),
-which the driver logs to MLflow — the worker never needs to reach the tracking server.
+It lives in ``study`` (orchestration), so that ``trainables`` stays pure PyTorch. After each epoch the
+loop's full state is written to the trial's own folder in the study's storage (``RESUME_FILE``, on
+the storage's filesystem: local, shared or S3), so a trial restarted after a crash, on any node,
+resumes at its last epoch. It is not a Tune checkpoint: Tune forces a snapshot of the whole
+experiment every few reported checkpoints (``CheckpointConfig.num_to_keep``), which costs in
+proportion to the number of trials at every epoch and made the driver's cost per result grow with
+the study (docs/performance.md). The final report carries the end-of-trial metrics and ``outcome``;
+its checkpoint — one per trial — carries the figures (and the model for final-stage runs), which
+the driver logs to MLflow: the worker never needs to reach the tracking server.
 """
 
 from __future__ import annotations
 
 import functools
+import io
 import json
 import tempfile
 import time
@@ -26,7 +32,8 @@ from trainables.loop import TrainConfig, train
 from trainables.outcome import Outcome
 from trainables.train_config import TRAIN_DEFAULTS
 
-STATE_FILE = "state.pt"  # the loop's state in each checkpoint (the driver never reads it)
+STATE_FILE = "state.pt"  # in the final checkpoint: the end metrics, so a finished trial is never trained again
+RESUME_FILE = "resume-state.pt"  # in the trial's folder of the study's storage: the loop's state after its last epoch
 
 
 @functools.lru_cache(maxsize=4)
@@ -58,13 +65,46 @@ def _node_id() -> str:
     return ray.get_runtime_context().get_node_id()
 
 
-def _load_resume() -> dict | None:
+def _resume_file():
+    """The trial's resume state: (the storage's pyarrow filesystem, the file's path on it)."""
+    from ray.train._internal.session import get_storage  # a DeveloperAPI (tests/test_private_apis.py)
+
+    storage = get_storage()
+    return storage.storage_filesystem, f"{storage.trial_fs_path}/{RESUME_FILE}"
+
+
+def save_resume(state: dict) -> None:
+    """Replace the trial's resume state whole: a reader sees the old state or the new, never a torn one."""
+    import pyarrow.fs
+
+    fs, path = _resume_file()
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    if isinstance(fs, pyarrow.fs.LocalFileSystem):  # a rename is atomic; an object store's PUT is by itself
+        with fs.open_output_stream(f"{path}.tmp") as out:
+            out.write(buffer.getvalue())
+        fs.move(f"{path}.tmp", path)
+    else:
+        with fs.open_output_stream(path) as out:
+            out.write(buffer.getvalue())
+
+
+def load_resume() -> dict | None:
+    """What the trial resumes from: a finished trial's final checkpoint, else its last epoch's state, else None."""
+    import pyarrow.fs
+
     checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            path = Path(directory) / STATE_FILE
+            if path.exists():
+                return torch.load(path, map_location="cpu", weights_only=False)
+    fs, path = _resume_file()
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
         return None
-    with checkpoint.as_directory() as directory:
-        path = Path(directory) / STATE_FILE
-        return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
+    with fs.open_input_stream(path) as stream:
+        return torch.load(io.BytesIO(stream.read()), map_location="cpu", weights_only=False)
 
 
 def train_cell(config: dict) -> None:
@@ -73,7 +113,7 @@ def train_cell(config: dict) -> None:
     config = {**config, **config.get("spec", {})}
     torch.set_num_threads(int(config.get("threads") or 1))
     cfg = train_config(config)
-    resume = _load_resume()
+    resume = load_resume()
     if resume is not None and resume.get("final"):
         tune.report({"outcome": Outcome.COMPLETED, **resume["final"]})  # finished before an interruption
         return
@@ -81,10 +121,8 @@ def train_cell(config: dict) -> None:
     restored_from = int(resume["epoch"]) if resume is not None else 0
 
     def on_epoch(record: dict, state) -> None:
-        with tempfile.TemporaryDirectory() as directory:
-            torch.save(state(), Path(directory) / STATE_FILE)
-            tune.report({**record, "restored_from_epoch": restored_from,
-                         "trial_seconds": time.perf_counter() - started}, checkpoint=tune.Checkpoint.from_directory(directory))
+        save_resume(state())
+        tune.report({**record, "restored_from_epoch": restored_from, "trial_seconds": time.perf_counter() - started})
 
     splits = _splits(data_source(cfg.dataset), cfg.data_root)
     result = train(cfg, on_epoch=on_epoch, splits=splits, resume=resume)
@@ -102,3 +140,4 @@ def train_cell(config: dict) -> None:
             (Path(directory) / SPEC_FILE).write_text(json.dumps(spec))
         final["trial_seconds"] = time.perf_counter() - started
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(directory))
+    save_resume({"final": result.metrics, "epoch": cfg.epochs})  # the weights are in the final checkpoint: drop them here

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 from ray import tune
@@ -10,8 +11,11 @@ from ray import tune
 from study.paths import StudyDir
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-# Checkpointing every epoch (so a crashed trial loses at most one) makes Tune snapshot often; that is intended.
-os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+# Tune's own per-trial result files (JSON, CSV, TensorBoard) would repeat what MLflow records, at a cost of
+# ~40 % of the driver's time per result (docs/performance.md): MLflow is the study's one record of results.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+# ... so the result grid Tune builds at the end of a run finds no result files: that is expected, not news
+logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
 
 def run_config(name: str, storage_uri: str, callbacks: list) -> tune.RunConfig:
@@ -20,7 +24,7 @@ def run_config(name: str, storage_uri: str, callbacks: list) -> tune.RunConfig:
     # our progress lines are the study's output. A user's own setting is kept.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     return tune.RunConfig(name=name, storage_path=storage_uri, callbacks=callbacks, verbose=0,
-                          checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                          checkpoint_config=tune.CheckpointConfig(),  # one per trial: its final result (study.trial)
                           failure_config=tune.FailureConfig(max_failures=2))
 
 

@@ -61,6 +61,18 @@ def assert_complete(uri: str, name: str, trials: int, epochs: int) -> None:
     assert client.get_run(study.parent_run_id).info.status == "FINISHED"
 
 
+def resumable_epoch(trial_dir) -> int:
+    """The last epoch a trial's resume state (study.trial.RESUME_FILE) holds, 0 while there is none."""
+    import torch
+
+    from study.trial import RESUME_FILE
+
+    try:
+        return int(torch.load(trial_dir / RESUME_FILE, weights_only=False)["epoch"])
+    except (OSError, EOFError, RuntimeError, KeyError):
+        return 0
+
+
 def test_tracking_server_down_mid_study_loses_nothing(tmp_path):
     server = MlflowServer(tmp_path / "server").start()
     try:
@@ -136,9 +148,9 @@ def test_a_lost_node_has_its_trials_rescheduled_and_finished(tmp_path):
                       "2", "--epochs", "16", "--max-concurrent", "2", "--tracking-uri", server.uri,
                       "--storage-path", str(tmp_path / "shared"), env={"RAY_TMPDIR": os.environ["RAY_TMPDIR"]})
 
-        def both_checkpointed() -> bool:  # a state, not a moment: each running trial has a checkpoint to resume
+        def both_checkpointed() -> bool:  # a state, not a moment: each running trial has a state to resume from
             trials = [t for t in (tmp_path / "shared").glob("*/search-1/train_cell*") if t.is_dir()]
-            return len(trials) >= 2 and all(len(list(t.glob("checkpoint_*"))) >= 2 for t in trials)
+            return len(trials) >= 2 and all(resumable_epoch(t) >= 2 for t in trials)
 
         wait_for(both_checkpointed, proc)  # 16 epochs (below the pruner's grace of 20): most of each trial is left
         cluster.remove_node(doomed, allow_graceful=False)

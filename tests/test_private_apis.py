@@ -8,6 +8,16 @@ import inspect
 import ray
 
 
+def test_a_trial_can_find_its_folder_on_the_studys_storage_filesystem():
+    """study.trial: the resume state is written beside the trial's results, on the storage's own filesystem."""
+    from ray.train._internal import session
+    from ray.train._internal.storage import StorageContext
+
+    assert callable(session.get_storage)
+    assert isinstance(StorageContext.trial_fs_path, property) and "storage_filesystem" in inspect.signature(
+        StorageContext.__init__).parameters
+
+
 def test_tune_controller_can_be_asked_to_save_its_state_now():
     """study.search.schedulers: the experiment state is saved before each new trial (SIGKILL loses nothing)."""
     from ray.tune.execution.tune_controller import TuneController

@@ -24,7 +24,7 @@ def test_the_run_config_keeps_tunes_console_quiet_and_its_checkpoints_bounded(tm
     monkeypatch.delenv("RAY_AIR_NEW_OUTPUT", raising=False)
     config = run_config("final-1", str(tmp_path), [])
     assert os.environ["RAY_AIR_NEW_OUTPUT"] == "0" and config.verbose == 0
-    assert config.checkpoint_config.num_to_keep == 2 and config.failure_config.max_failures == 2
+    assert config.checkpoint_config.num_to_keep is None and config.failure_config.max_failures == 2  # no forced snapshots
     monkeypatch.setenv("RAY_AIR_NEW_OUTPUT", "1")  # a user's own choice is kept
     run_config("final-2", str(tmp_path), [])
     assert os.environ["RAY_AIR_NEW_OUTPUT"] == "1"
