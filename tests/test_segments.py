@@ -1,44 +1,45 @@
-"""``study.search.segments`` on an in-memory object store with S3's semantics (create-if-absent, listing from a
-key): which objects each append and compaction writes, what a reader reads, and what is refused. The same
-backend against a real S3 server, with Optuna on top: tests/test_object_storage.py."""
+"""``study.search.segments`` on a real S3 server (moto, loopback): which objects each append and compaction
+writes and their bytes, what a reader reads, and what is refused. Whole studies on S3: tests/test_object_storage.py."""
 
 import json
+import uuid
 
 import optuna
 import pytest
 
+from study.paths import StudyDir
 from study.search.segments import RecordConflict, SegmentedJournalBackend
 
 
 class Bucket:
-    """The part of ``StudyDir`` the backend uses, over a dict of objects; ``written`` counts every PUT's bytes."""
+    """A fresh prefix of the real S3 server (moto, loopback) behind the real ``StudyDir``; ``created`` and
+    ``written`` record the objects each conditional create made and their bytes (the bucket's PUTs)."""
 
-    def __init__(self):
-        self.objects, self.written, self.created = {}, 0, []
+    def __init__(self, s3):
+        self.s3, self.prefix = s3, f"segments-{uuid.uuid4().hex[:8]}"
+        self.dir = StudyDir(f"s3://{s3.bucket}/{self.prefix}", "study")
+        self.created, self.written = [], 0
 
-    def __str__(self):
-        return "mem://study"
+    def __repr__(self):
+        return repr(self.dir)
 
-    def exists(self, name):
-        return name in self.objects
-
-    def read_bytes(self, name):
-        return self.objects[name]
+    def __getattr__(self, name):  # exists, read_bytes, delete_many, list_after: the real ones
+        return getattr(self.dir, name)
 
     def create_if_absent(self, name, data):
-        if name in self.objects:
-            return False
-        self.objects[name], self.written = data, self.written + len(data)
-        self.created.append(name)
-        return True
+        made = self.dir.create_if_absent(name, data)
+        if made:
+            self.created.append(name)
+            self.written += len(data)
+        return made
 
-    def delete_many(self, names):
-        for name in names:
-            self.objects.pop(name, None)
+    def put(self, name, data: bytes) -> None:
+        """An object written outside the backend (a damaged record, an older journal)."""
+        self.s3.client().put_object(Bucket=self.s3.bucket, Key=f"{self.prefix}/study/{name}", Body=data)
 
-    def list_after(self, folder, starts, after=""):
-        names = sorted(key[len(folder) + 1:] for key in self.objects if key.startswith(f"{folder}/"))
-        return [n for n in names if n.startswith(starts) and n > after]
+    @property
+    def objects(self) -> list[str]:
+        return [key.removeprefix(f"{self.prefix}/study/") for key in self.s3.keys(f"{self.prefix}/study/")]
 
 
 def log(i):
@@ -49,8 +50,8 @@ def line_bytes(i):
     return len(json.dumps(log(i), separators=(",", ":"))) + 1
 
 
-def test_each_append_is_one_new_segment_named_by_its_first_line_and_the_writer_compacts_geometrically():
-    bucket = Bucket()
+def test_each_append_is_one_new_segment_named_by_its_first_line_and_the_writer_compacts_geometrically(s3):
+    bucket = Bucket(s3)
     writer = SegmentedJournalBackend(bucket, "j", writer=True)
     writer.append_logs([log(0), log(1)])
     writer.append_logs([log(2)])  # 2 segments, and their bytes exceed the base's (none): a base of all 3 lines
@@ -69,8 +70,8 @@ def test_each_append_is_one_new_segment_named_by_its_first_line_and_the_writer_c
     assert list(reader.read_logs(0)) == [log(i) for i in range(40)] and list(reader.read_logs(38)) == [log(38), log(39)]
 
 
-def test_a_writer_that_is_behind_cannot_write_a_line_that_exists_and_a_reader_cannot_write():
-    bucket = Bucket()
+def test_a_writer_that_is_behind_cannot_write_a_line_that_exists_and_a_reader_cannot_write(s3):
+    bucket = Bucket(s3)
     first, second = SegmentedJournalBackend(bucket, "j", writer=True), SegmentedJournalBackend(bucket, "j", writer=True)
     first.append_logs([log(0)])
     with pytest.raises(RecordConflict, match="another driver wrote line 0"):
@@ -80,21 +81,21 @@ def test_a_writer_that_is_behind_cannot_write_a_line_that_exists_and_a_reader_ca
         SegmentedJournalBackend(bucket, "j").append_logs([log(1)])
 
 
-def test_a_damaged_record_is_one_clear_error():
-    bucket = Bucket()
-    bucket.objects["j.d/base-000000000003"] = b'{"op":0}\n'  # its name says 3 lines
+def test_a_damaged_record_is_one_clear_error(s3):
+    bucket = Bucket(s3)
+    bucket.put("j.d/base-000000000003", b'{"op":0}\n')  # its name says 3 lines
     with pytest.raises(RecordConflict, match="holds 1 lines, its name says 3"):
         SegmentedJournalBackend(bucket, "j")
-    gap = Bucket()
-    gap.objects["j.d/seg-000000000000"] = b'{"op":0}\n'
-    gap.objects["j.d/seg-000000000002"] = b'{"op":2}\n'  # line 1 is missing
+    gap = Bucket(s3)
+    gap.put("j.d/seg-000000000000", b'{"op":0}\n')
+    gap.put("j.d/seg-000000000002", b'{"op":2}\n')  # line 1 is missing
     with pytest.raises(RecordConflict, match="no segment at line 1 but one at 2"):
         SegmentedJournalBackend(gap, "j")
 
 
-def test_a_single_object_journal_is_read_and_the_writer_replaces_it_by_a_base():
-    bucket = Bucket()
-    bucket.objects["j"] = b'{"op":0}\n{"op":1}\n{"op":2'  # a torn last line is not a line
+def test_a_single_object_journal_is_read_and_the_writer_replaces_it_by_a_base(s3):
+    bucket = Bucket(s3)
+    bucket.put("j", b'{"op":0}\n{"op":1}\n{"op":2')  # a torn last line is not a line
     assert list(SegmentedJournalBackend(bucket, "j").read_logs(0)) == [{"op": 0}, {"op": 1}]
     assert "j" in bucket.objects  # a reader changes nothing
     writer = SegmentedJournalBackend(bucket, "j", writer=True)
@@ -103,8 +104,8 @@ def test_a_single_object_journal_is_read_and_the_writer_replaces_it_by_a_base():
     assert list(SegmentedJournalBackend(bucket, "j").read_logs(0)) == [{"op": 0}, {"op": 1}, {"op": 2}]
 
 
-def test_optuna_reads_back_its_study_through_the_backend():
-    bucket = Bucket()
+def test_optuna_reads_back_its_study_through_the_backend(s3):
+    bucket = Bucket(s3)
     study = optuna.create_study(study_name="cell", storage=optuna.storages.JournalStorage(
         SegmentedJournalBackend(bucket, "j", writer=True)))
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)

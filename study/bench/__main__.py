@@ -7,7 +7,10 @@
   pre-generated batches (the compute bound);
 - ``step_options``: eager vs channels_last vs torch.compile vs bf16 autocast on one step;
 - ``deep_step``: one training step of the SVHN and plankton networks and the data's share of it;
-- ``study_overhead``: 1 − Σ trial training time / (wall time × concurrent slots) of a real study;
+- ``study_overhead``: 1 − Σ trial training time / (wall time × concurrent slots) of a real study, and
+  the same workload as the script a user would write with Tune alone (``study.bench.versus``);
+- ``driver``: results per second and driver CPU per result at ~100, 1,000 and 10,000 results, on the
+  local journal, S3 (loopback) and Postgres (``study.bench.driver``);
 - ``scaling``: seconds per epoch vs training-set size and canvas pixels.
 """
 
@@ -24,12 +27,13 @@ from pathlib import Path
 
 import torch
 
+from study.bench.driver import driver_load
 from study.bench.generation import data_speedup
 from study.bench.overhead import study_overhead
 from study.bench.training import deep_step, scaling, step_options, train_vs_bound
 from trainables.data import load_embedded
 
-PARTS = ("data_speedup", "train_vs_bound", "step_options", "deep_step", "study_overhead", "scaling_epoch_s")
+PARTS = ("data_speedup", "train_vs_bound", "step_options", "deep_step", "study_overhead", "driver", "scaling_epoch_s")
 
 
 def main(argv=None) -> int:
@@ -46,7 +50,8 @@ def main(argv=None) -> int:
         "train_vs_bound": lambda: [train_vs_bound(splits, v, 3 if quick else 6, len(digits)) for v in ("CNN", "STN-SL1")],
         "step_options": lambda: step_options(splits, steps=4 if quick else 12),
         "deep_step": lambda: deep_step(steps=3 if quick else 6),
-        "study_overhead": lambda: study_overhead(4, 1000, 2, [0]) if quick else study_overhead(12, 4000, 4, [0]),
+        "study_overhead": lambda: study_overhead(4, 1000, 2, [0], True) if quick else study_overhead(12, 4000, 4, [0], True),
+        "driver": lambda: driver_load(sizes=(1, 4), epochs=10) if quick else driver_load(),
         "scaling_epoch_s": lambda: scaling(splits) if not quick else {},
     }
     result = {"machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(), "torch": torch.__version__,
@@ -74,6 +79,18 @@ def main(argv=None) -> int:
               f"(epochs {s['epoch_share']:.0%} of slot time); first trial at {s['first_trial_start_s']:.1f}s; "
               f"beyond the schedule floor of {s['schedule_floor_s']:.0f}s: {s['overhead_beyond_floor']:.3f} "
               f"(the floor itself leaves {s['share_floor_idle']:.3f} of slot time idle)")
+    if "handwritten" in result.get("study_overhead", {}):
+        s = result["study_overhead"]
+        print(f"versus  ours {s['wall_s']:.0f}s  the hand-written Tune script {s['handwritten']['wall_s']:.0f}s  "
+              f"ratio {s['versus_ratio']:.2f}  (MLflow runs: ours {s['ours_records']['mlflow_runs']}, theirs "
+              f"{s['handwritten']['mlflow_runs']})")
+    for storage, row in result.get("driver", {}).items():
+        for run in row["runs"]:
+            if "cpu_ms_per_result" in run:
+                print(f"driver  {storage:<9} {run['results']:>6,} results  {run['results_per_s']:>6.0f} results/s  "
+                      f"{run['cpu_ms_per_result']:.1f} CPU-ms/result")
+        if row.get("flatness"):
+            print(f"driver  {storage:<9} per-result cost, largest / middle size: {row['flatness']:.2f}")
     text = json.dumps(result, indent=2)
     if args.out:
         Path(args.out).write_text(text)

@@ -7,7 +7,8 @@ import tempfile
 import time
 
 
-def study_overhead(epochs: int, train_size: int, trials_per_cell: int, final_seeds: list[int]) -> dict:
+def study_overhead(epochs: int, train_size: int, trials_per_cell: int, final_seeds: list[int],
+                   versus: bool = False) -> dict:
     """A real study (local Ray, sqlite MLflow; search and final runs): the share of slot time the trials did not work.
 
     A trial's work is ``trial_seconds`` (from entering the trainable to its last report: data, model,
@@ -21,6 +22,10 @@ def study_overhead(epochs: int, train_size: int, trials_per_cell: int, final_see
     slots (``schedule_floor``), ``share_floor_idle`` the slot time that schedule still leaves idle, and
     ``overhead_beyond_floor`` the share of wall time beyond it: start-up, trial wrap-up and our
     scheduler's choices.
+
+    ``versus``: the same workload also runs as the script a user would write with Tune alone
+    (``study.bench.versus``), right after ours on the same Ray instance; ``versus_ratio`` is our wall
+    time over theirs.
     """
     from mlflow.tracking import MlflowClient
 
@@ -52,6 +57,13 @@ def study_overhead(epochs: int, train_size: int, trials_per_cell: int, final_see
                            for c, stage, i in zip(runs["cell"], runs["stage"], infos)), key=lambda row: row[2])
         first_start, last_end = timeline[0][2], max(row[3] for row in timeline)
         in_tune = sum(end - start for _, _, start, end in timeline)  # Tune's trial start to trial end
+        if versus:
+            from pathlib import Path
+
+            from study.bench.versus import handwritten
+
+            theirs = handwritten(cfg, Path(tmp) / "handwritten")
+            ours = {"mlflow_runs": len(runs) + 1, "trials": len(runs), "artifacts_per_final_run": _artifacts(client, runs)}
     slots = cfg.max_concurrent_trials
     return {"wall_s": wall, "trial_work_s": work, "epoch_s": epochs_s, "slots": slots, "trials": len(runs),
             "mean_trial_s": work / max(1, len(runs)), "study_overhead": 1 - work / (wall * slots),
@@ -66,7 +78,14 @@ def study_overhead(epochs: int, train_size: int, trials_per_cell: int, final_see
             # the workload's own idle: slot time that even the floor's schedule leaves without a trial
             "share_floor_idle": 1 - work / (floor * slots),
             "trial_seconds": [[c, stage, t] for c, stage, t in zip(runs["cell"], runs["stage"], seconds)],
-            "trial_timeline": timeline}
+            "trial_timeline": timeline,
+            **({"handwritten": theirs, "versus_ratio": wall / theirs["wall_s"],
+                "ours_records": ours} if versus else {})}
+
+
+def _artifacts(client, runs) -> float:
+    finals = [rid for rid, stage in zip(runs["run_id"], runs["stage"]) if stage == "final"]
+    return sum(len(client.list_artifacts(rid)) + len(client.list_artifacts(rid, "figures")) for rid in finals) / max(1, len(finals))
 
 
 def schedule_floor(trials: list[tuple[str, str, float]], slots: int, most_orders: int = 20_000) -> float:
