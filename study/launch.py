@@ -127,7 +127,7 @@ def _finals_done(state) -> str:
     return f"{len(done)}/{planned}"
 
 
-def list_studies(storage_path: str | None) -> str:
+def study_listing(storage_path: str | None) -> str:
     """Every study under the storage path, with its trials as each cell's Optuna study records them."""
     import pandas as pd
     import yaml
@@ -161,7 +161,7 @@ def main(argv=None) -> int:
     from study.tracking.store import TrackingError
 
     if args.list:
-        print(list_studies(args.storage_path))
+        print(study_listing(args.storage_path))
         return 0
     if args.max_hours is not None and not args.max_hours > 0:
         print(f"config error: max_hours: must be a number > 0, got {args.max_hours}", file=sys.stderr)

@@ -20,7 +20,7 @@ from conftest import epochs_logged, saved_study
 from mlflow.tracking import MlflowClient
 
 from study import launch as launcher
-from study.launch import list_studies
+from study.launch import study_listing
 from study.report.data import load_study
 from study.state import find_state
 
@@ -201,7 +201,7 @@ def test_time_budget_then_extension_adds_exactly_what_was_asked(tmp_path):
     assert saved["trials_per_cell"] == 4 and saved["final_seeds"] == [0, 1]  # the record is the extended study
     # seed 0 is rerun only if the extra trial changed the cell's best configuration
     assert sorted(final[final["outcome"] == "completed"]["seed"].astype(int).unique()) == [0, 1]
-    assert "resumable" in list_studies(str(tmp_path / "tune"))
+    assert "resumable" in study_listing(str(tmp_path / "tune"))
 
 
 def test_extension_after_a_separate_final_stage_reruns_only_new_seeds(tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from study.tracking.contract import FIGURES_PATH, read_best_tags, study_runs
+from study.tracking.contract import FIGURES_PATH, PARENT_RUNS, read_best_tags, study_runs
 from trainables.datasets import dataset_spec
 from trainables.figures import FIGURES_FILE
 from trainables.outcome import Outcome
@@ -35,11 +35,13 @@ class Study:
     runs: pd.DataFrame  # one row per child run: tags, params (param.*), final metric values
 
 
-def list_studies(client: MlflowClient) -> pd.DataFrame:
+def tracked_studies(client: MlflowClient) -> pd.DataFrame:
+    """Every study the tracking store holds, newest first, by its parent run (the store's own record of studies;
+    ``study.state`` reads the storage's record, which ``--resume`` and ``--list`` use)."""
     experiments = {e.experiment_id: e.name for e in client.search_experiments()}
     if not experiments:
         return pd.DataFrame(columns=["study_id", "name", "run_id", "start", "status"])
-    parents = client.search_runs(list(experiments), "tags.stage = 'study'", order_by=["attributes.start_time DESC"],
+    parents = client.search_runs(list(experiments), PARENT_RUNS, order_by=["attributes.start_time DESC"],
                                  max_results=5000)
     return pd.DataFrame([{"study_id": r.data.tags.get("study_id"), "name": experiments[r.info.experiment_id],
                           "run_id": r.info.run_id, "experiment_id": r.info.experiment_id,
@@ -48,7 +50,7 @@ def list_studies(client: MlflowClient) -> pd.DataFrame:
 
 def find_study(client: MlflowClient, wanted: str | None) -> pd.Series:
     """Latest study by default; else a study id, or a study name (its latest launch)."""
-    studies = list_studies(client)
+    studies = tracked_studies(client)
     if studies.empty:
         raise ReportError("no studies in this tracking store: run `python -m study.launch` first")
     if wanted is None:

@@ -31,6 +31,9 @@ def read_best_tags(tags: dict[str, str]) -> dict[str, dict]:
     return {key[len(BEST_TAG):]: json.loads(value) for key, value in tags.items() if key.startswith(BEST_TAG)}
 
 
+PARENT_RUNS = "tags.stage = 'study'"  # one per study: where the report finds studies in any tracking store
+
+
 def study_runs(study_id: str) -> str:
     """Every run of the study: its parent and each trial's run."""
     return f"tags.study_id = '{study_id}'"
