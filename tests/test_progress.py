@@ -1,17 +1,20 @@
-"""``study.progress``: the block printed for a known sequence of Tune events (fake trials: no Ray)."""
+"""``study.progress``: the block printed for a known sequence of Tune events (real Tune trial objects, not scheduled: no Ray)."""
 
 import io
 import pickle
-from types import SimpleNamespace
 
 import pytest
+from ray.tune.experiment import Trial
 
 from study import progress
 from study.progress import Progress, _fmt_seconds
 
 
 def trial(trial_id, cell, stage="search", last=None):
-    return SimpleNamespace(trial_id=trial_id, config={"cell": cell, "stage": stage}, last_result=last)
+    """A real Tune trial object (a stub: not scheduled), with its last result."""
+    made = Trial("train_cell", config={"cell": cell, "stage": stage}, trial_id=trial_id, stub=True)
+    made.run_metadata.last_result = last or {}
+    return made
 
 
 def test_seconds_are_shown_as_hours_minutes_seconds():
@@ -36,7 +39,7 @@ def test_a_known_sequence_of_results_prints_these_lines(monkeypatch):
     p.on_trial_result(0, [], c, {"outcome": "completed", "val_error": 0.1})  # a result without epoch: not counted
     now[0] = 1030.0
     assert p.eta() == pytest.approx(30.0 / 3 * (4 * 2 - 3))  # 3 epochs in 30 s, 5 to go
-    a.last_result = {"outcome": "completed"}
+    a.run_metadata.last_result = {"outcome": "completed"}
     p.on_trial_complete(0, [], a)
     p.on_trial_complete(0, [], b)  # no outcome in its last result: the scheduler pruned it
     p.on_trial_error(0, [], c)

@@ -1,7 +1,6 @@
 """``study.search.schedulers``: Tune's state is saved once before each trial first starts, and a trial is pruned
-only by its own cell's pruner, never at its last epoch (on fake controllers and searchers: no Ray)."""
-
-from types import SimpleNamespace
+only by its own cell's pruner, never at its last epoch (real Tune trial objects; the controller and the searcher
+reduced to what a scheduler calls)."""
 
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
@@ -9,7 +8,14 @@ from ray.tune.schedulers import TrialScheduler
 from study.search.schedulers import CellPruningScheduler, SnapshotOnAddScheduler
 
 
+def stub(trial_id, **config):
+    """A real Tune trial object, pending (a stub: not scheduled)."""
+    return Trial("train_cell", config=config, trial_id=trial_id, stub=True)
+
+
 class Controller:
+    """Tune's controller as far as a scheduler sees it: the trials, and a snapshot it can be asked for."""
+
     def __init__(self, trials, fail=False):
         self.trials, self.fail, self.saves = trials, fail, 0
 
@@ -24,18 +30,18 @@ class Controller:
 
 
 def test_the_experiment_state_is_saved_once_before_each_trial_first_starts():
-    a, b = SimpleNamespace(trial_id="a", status=Trial.PENDING), SimpleNamespace(trial_id="b", status=Trial.PENDING)
+    a, b = stub("a"), stub("b")
     controller, scheduler = Controller([a, b]), SnapshotOnAddScheduler()
     assert scheduler.choose_trial_to_run(controller) is a and controller.saves == 1
     assert scheduler.choose_trial_to_run(controller) is a and controller.saves == 1  # chosen again: no second save
-    a.status = Trial.RUNNING
+    a.set_status(Trial.RUNNING)
     assert scheduler.choose_trial_to_run(controller) is b and controller.saves == 2
-    b.status = Trial.RUNNING
+    b.set_status(Trial.RUNNING)
     assert scheduler.choose_trial_to_run(controller) is None and controller.saves == 2
 
 
 def test_a_failed_save_is_one_line_and_the_trial_still_starts(capsys):
-    trial = SimpleNamespace(trial_id="t1", status=Trial.PENDING)
+    trial = stub("t1")
     assert SnapshotOnAddScheduler().choose_trial_to_run(Controller([trial], fail=True)) is trial
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "before trial t1 started (disk full)" in err[0] and "runs again on --resume" in err[0]
@@ -55,7 +61,7 @@ class Searcher:
 def test_pruning_asks_the_trials_own_cell_and_never_stops_its_last_epoch():
     searcher = Searcher()
     scheduler = CellPruningScheduler(searcher)
-    trial = SimpleNamespace(trial_id="t", config={"epochs": 3})
+    trial = stub("t", epochs=3)
     assert scheduler.on_trial_result(None, trial, {"epoch": 1, "val_error": 0.4}) == TrialScheduler.CONTINUE
     assert scheduler.on_trial_result(None, trial, {"epoch": 2, "val_error": 0.9}) == TrialScheduler.STOP
     assert searcher.pruned == {"t"}
