@@ -42,6 +42,11 @@ def test_start_then_execute_runs_search_final_and_report_and_records_each_cells_
         assert choice["trial_number"] == int(best["param.trial_number"]) and choice["hparams_hash"] == best["hparams_hash"]
         finals = runs[(runs["cell"] == cell) & (runs["stage"] == "final")]
         assert sorted(finals["seed"]) == ["0", "1"] and set(finals["hparams_hash"]) == {choice["hparams_hash"]}
+    # every completed trial trained all its epochs in its own folder (a reused worker never resumes another's state)
+    for rid in runs.loc[runs["outcome"] == "completed", "run_id"]:
+        assert [m.step for m in client.get_metric_history(rid, "val_error")] == list(range(1, EPOCHS + 1))
+        assert not client.get_metric_history(rid, "restored_from_epoch") or max(
+            m.value for m in client.get_metric_history(rid, "restored_from_epoch")) == 0
     # every result reached the driver's callbacks: the meter saw as many as MLflow holds epochs and ends
     epochs = sum(len(client.get_metric_history(rid, "val_error")) for rid in runs["run_id"])
     assert meter.summary()["results"] >= epochs

@@ -39,7 +39,9 @@ PARTS = ("data_speedup", "train_vs_bound", "step_options", "deep_step", "study_o
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m study.bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="small sizes (about 1 min; noisier ratios)")
-    p.add_argument("--only", choices=PARTS, help="run one part (data_speedup: about 2 min)")
+    p.add_argument("--only", nargs="+", choices=PARTS, help="run these parts only (data_speedup: about 2 min)")
+    p.add_argument("--storages", nargs="+", choices=("local", "s3", "postgres"), default=["local", "s3", "postgres"],
+                   help="the driver part's storages (S3 on loopback is bound by its PUTs: ~10 min at 10,000 results)")
     p.add_argument("--out", help="write the JSON here too")
     args = p.parse_args(argv)
     quick, splits = args.quick, load_embedded()
@@ -51,13 +53,13 @@ def main(argv=None) -> int:
         "step_options": lambda: step_options(splits, steps=4 if quick else 12),
         "deep_step": lambda: deep_step(steps=3 if quick else 6),
         "study_overhead": lambda: study_overhead(4, 1000, 2, [0], True) if quick else study_overhead(12, 4000, 4, [0], True),
-        "driver": lambda: driver_load(sizes=(1, 4), epochs=10) if quick else driver_load(),
+        "driver": lambda: driver_load(sizes=(1, 4) if quick else (2, 20, 200), epochs=10, storages=tuple(args.storages)),
         "scaling_epoch_s": lambda: scaling(splits) if not quick else {},
     }
     result = {"machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(), "torch": torch.__version__,
                           "ray": metadata.version("ray"), "date": time.strftime("%Y-%m-%d"),
                           "load_avg_1m": os.getloadavg()[0]}}  # on a shared CPU the load sets the spread
-    result.update({name: run[name]() for name in PARTS if args.only in (None, name)})
+    result.update({name: run[name]() for name in PARTS if args.only is None or name in args.only})
     result["bench_seconds"] = time.perf_counter() - started
     for dataset, row in result.get("data_speedup", {}).items():
         ours, ref, x = row["ours_img_s"], row["reference_img_s"], row["speedup"]
