@@ -4,6 +4,7 @@ Where a public API does the job it is used instead (Optuna is used through its p
 """
 
 import inspect
+import os
 
 import ray
 
@@ -67,3 +68,12 @@ def test_tune_trial_actors_get_no_runtime_env_once_its_lightning_variable_is_dro
     assert "PL_DISABLE_FORK" not in class_cache.DEFAULT_ENV_VARS
     env = {k: v for k, v in class_cache.DEFAULT_ENV_VARS.items()}
     assert not env, env  # anything else Tune adds would bring the runtime env (and the slow start) back
+
+
+def test_tunes_slow_step_threshold_is_a_class_attribute_read_at_import():
+    """study.tune_runs: the 0.5 s slow-step warning's threshold, set where Ray may already have read it."""
+    from ray.tune.utils.util import warn_if_slow
+
+    import study.tune_runs  # noqa: F401 - sets it
+
+    assert warn_if_slow("step").threshold == warn_if_slow.DEFAULT_THRESHOLD == float(os.environ["TUNE_WARN_THRESHOLD_S"])
