@@ -121,8 +121,10 @@ def train_cell(config: dict) -> None:
     restored_from = int(resume["epoch"]) if resume is not None else 0
 
     def on_epoch(record: dict, state) -> None:
-        save_resume(state())
+        # reported first: ``tune.report`` returns once the driver has taken the result, so the state saved
+        # after it never runs ahead of the record (a kill in between retrains this epoch, logged once)
         tune.report({**record, "restored_from_epoch": restored_from, "trial_seconds": time.perf_counter() - started})
+        save_resume(state())
 
     splits = _splits(data_source(cfg.dataset), cfg.data_root)
     result = train(cfg, on_epoch=on_epoch, splits=splits, resume=resume)

@@ -82,10 +82,13 @@ def postgres():
     server.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def s3():
     """A real S3-compatible server on loopback; this process and the Ray workers it starts point at it."""
+    from study.paths import s3_client
+
     server = S3Server().start()
+    s3_client.cache_clear()  # one client per process: made for this server
     saved = {k: os.environ.get(k) for k in server.env}
     os.environ.update(server.env)  # this process reads the bucket too (pyarrow, boto3)
     yield server

@@ -43,10 +43,10 @@ def load_trial(config: dict) -> None:
     val_error = 1.0
     for epoch in range(first, epochs + 1):
         val_error = floor + (0.9 - floor) * math.exp(-epoch / 3) + rng.gauss(0, 0.005)
-        save_resume({"epoch": epoch, "weights": bytes(1024)})  # a small model's state
         tune.report({"epoch": epoch, "train_loss": 2.3 * val_error, "val_error": val_error, "lr": 1e-3,
                      "epoch_seconds": 0.001, "images_per_s": 1e6, "restored_from_epoch": first - 1,
                      "trial_seconds": time.perf_counter() - started})
+        save_resume({"epoch": epoch, "weights": bytes(1024)})  # a small model's state, after the report as the trial's
     final = {"val_error": val_error, "test_error": val_error + 0.002, "trial_seconds": time.perf_counter() - started}
     with tempfile.TemporaryDirectory() as directory:
         torch.save({"final": final, "epoch": epochs}, Path(directory) / STATE_FILE)
@@ -103,7 +103,10 @@ def driver_load(sizes=(2, 20, 200), epochs: int = 10, storages=("local", "s3", "
     saved_env = dict(os.environ)
     try:
         if s3 is not None:
+            from study.paths import s3_client
+
             os.environ.update(s3.env)  # before Ray starts: its workers inherit it
+            s3_client.cache_clear()
         if pg is not None:
             os.environ["PGPASSWORD"] = pg.password
         for storage in storages:
