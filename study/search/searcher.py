@@ -157,15 +157,16 @@ class PerCellSearcher(Searcher):
                  "hparams_hash": hparams_hash(best["hparams"]), **best["hparams"]}
                 for seed in self.cfg.final_seeds]
 
-    def _finals_ready(self, key: str, best_per_cell: dict) -> list[dict]:
-        if not self.overlap_final or self.started(key) < self.cfg.trials_per_cell or self._searching(key):
+    def _finals_ready(self, key: str, best_per_cell: dict, started: int | None = None) -> list[dict]:
+        started = self.started(key) if started is None else started
+        if not self.overlap_final or started < self.cfg.trials_per_cell or self._searching(key):
             return []
         scheduled = self.finals_tried | self.finals_done
         return [c for c in self.final_configs(key, best_per_cell) if final_key(c) not in scheduled]
 
-    def _trial_estimate(self, key: str) -> float:
+    def _trial_estimate(self, key: str, measured: dict | None = None) -> float:
         """A cell's mean ended-trial time; before one ended, the longest known (or elapsed) time."""
-        measured = {k: self.seconds(k) for k in self.cells}
+        measured = measured if measured is not None else {k: self.seconds(k) for k in self.cells}
         if measured[key]:
             return sum(measured[key]) / len(measured[key])
         known = [sum(s) / len(s) for s in measured.values() if s]
@@ -176,23 +177,28 @@ class PerCellSearcher(Searcher):
                    if cell == key and t in self._suggested_at]
         return max(known + elapsed)
 
-    def remaining_work(self, key: str, finals_ready: list[dict]) -> float:
-        estimate = self._trial_estimate(key)
-        search_left = max(0, self.cfg.trials_per_cell - self.started(key))
+    def remaining_work(self, key: str, finals_ready: list[dict], measured: dict | None = None,
+                       started: int | None = None) -> float:
+        estimate = self._trial_estimate(key, measured)
+        search_left = max(0, self.cfg.trials_per_cell - (self.started(key) if started is None else started))
         finals_left = len(finals_ready) if search_left == 0 else len(self.cfg.final_seeds) * self.overlap_final
         return estimate * (search_left + finals_left * (self.cfg.final_epochs or self.cfg.epochs) / self.cfg.epochs)
 
     def suggest(self, trial_id: str):
         if self.budget_exhausted():  # time budget: schedule nothing new, finish cleanly
             return Searcher.FINISHED
+        # each cell's trials are read once per suggestion (each read lists all of them): a suggestion's cost
+        # grows with the study's trials, never with their square
         best = self.best_per_cell()
-        ready = {key: self._finals_ready(key, best) for key in self.cells}
-        candidates = [k for k in self.cells if self.started(k) < self.cfg.trials_per_cell or ready[k]]
+        started = {key: self.started(key) for key in self.cells}
+        measured = {key: self.seconds(key) for key in self.cells}
+        ready = {key: self._finals_ready(key, best, started[key]) for key in self.cells}
+        candidates = [k for k in self.cells if started[k] < self.cfg.trials_per_cell or ready[k]]
         if not candidates:  # wait while a cell's search may still make final runs ready, else done
             waiting = self.overlap_final and self.cfg.final_seeds and self.live
             return None if waiting else Searcher.FINISHED
         # most work left first; on a tie the cell with the fewest trials (round-robin), then config order
-        key = max(candidates, key=lambda k: (self.remaining_work(k, ready[k]), -self.started(k)))
+        key = max(candidates, key=lambda k: (self.remaining_work(k, ready[k], measured, started[k]), -started[k]))
         self._suggested_at[trial_id] = time.time()
         if ready[key]:
             config = ready[key][0]
@@ -244,7 +250,7 @@ class PerCellSearcher(Searcher):
         key, number = self.live.pop(trial_id)
         self._trials.pop(trial_id, None)
         study = self.studies[key]
-        if study.trials[number].state.is_finished():
+        if study.get_trials(deepcopy=False)[number].state.is_finished():  # not ``study.trials``: a deep copy of all
             return  # told before the driver died, rerun by Tune from an older snapshot: the record stands
         if (result or {}).get("trial_seconds"):
             trial.set_user_attr("trial_seconds", float(result["trial_seconds"]))
