@@ -1,7 +1,8 @@
 """Side by side: the study_overhead workload as the Ray Tune script a user would write without us.
 
 Per cell, one ``Tuner`` with ``OptunaSearch`` over the same search space, ``ASHAScheduler`` with the same
-grace period and reduction factor, and Tune's ``MLflowLoggerCallback``; then one more ``Tuner`` for
+grace period and reduction factor (its first rung at the last epoch where the study prunes nothing, so
+that both run the same trials to their end), and Tune's ``MLflowLoggerCallback``; then one more ``Tuner`` for
 the cells' best configurations × the final seeds. The same trainable (``study.trial.train_cell``),
 trials, epochs, slots and Ray instance as ours; Tune's default result files stay on, as a user would
 leave them. What it leaves is one MLflow run per trial with its config and per-epoch metrics: no
@@ -46,6 +47,8 @@ def handwritten(cfg: StudyConfig, root) -> dict:
     uri = f"sqlite:///{root / 'mlflow.db'}"
     saved = os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)  # a user's script keeps Tune's defaults
     trainable = tune.with_resources(train_cell, {"cpu": cfg.resources.cpus, "gpu": cfg.resources.gpus})
+    # the same trials as ours: where the study prunes nothing, ASHA's first rung is the last epoch (it stops none)
+    grace = cfg.epochs if cfg.pruner == "none" else cfg.grace_period
     started = time.perf_counter()
     try:
         finals = []
@@ -56,7 +59,7 @@ def handwritten(cfg: StudyConfig, root) -> dict:
                 tune_config=tune.TuneConfig(
                     search_alg=OptunaSearch(metric="val_error", mode="min", seed=cfg.seed),
                     scheduler=ASHAScheduler(metric="val_error", mode="min", time_attr="epoch", max_t=cfg.epochs,
-                                            grace_period=cfg.grace_period, reduction_factor=cfg.reduction_factor),
+                                            grace_period=grace, reduction_factor=cfg.reduction_factor),
                     num_samples=cfg.trials_per_cell, max_concurrent_trials=cfg.max_concurrent_trials),
                 run_config=tune.RunConfig(name=f"search-{cell.variant}", storage_path=str(root / "tune"), verbose=0,
                                           callbacks=[MLflowLoggerCallback(uri, experiment_name="handwritten")]))
@@ -72,5 +75,7 @@ def handwritten(cfg: StudyConfig, root) -> dict:
     wall = time.perf_counter() - started
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("handwritten").experiment_id], max_results=10000)
-    return {"wall_s": wall, "mlflow_runs": len(runs), "trials": len(runs),
+    work = sum(max([m.value for m in client.get_metric_history(r.info.run_id, "trial_seconds")] or [0.0]) for r in runs)
+    return {"wall_s": wall, "mlflow_runs": len(runs), "trials": len(runs), "trial_work_s": work,
+            "study_overhead": 1 - work / (wall * cfg.max_concurrent_trials),
             "artifacts_per_run": sum(len(client.list_artifacts(r.info.run_id)) for r in runs) / max(1, len(runs))}
