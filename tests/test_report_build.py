@@ -171,20 +171,28 @@ def test_unknown_study_lists_the_ones_that_exist(store, capsys):
     assert len(err) == 1 and STUDY in err[0]
 
 
-def test_only_the_current_bests_finals_are_reported_and_superseded_ones_are_listed(tmp_path):
-    """An extension found a better configuration: its finals stand for the cell; the old best's are listed."""
-    uri, client, exp, parent = new_store(tmp_path, "extended")
-    old, new = "aaaaaaaaaaaa", "bbbbbbbbbbbb"
-    for trial, (val, digest) in enumerate([(0.20, old), (0.10, new)]):
-        rid = add_run(client, exp, parent, "rotated-mnist/CNN", "search", trial, trial=trial, val_error=val,
-                      test_error=val)
+OLD, NEW = "aaaaaaaaaaaa", "bbbbbbbbbbbb"
+
+
+def two_configurations(tmp_path, name):
+    """A cell searched twice: trial 0 (val 0.20, hash OLD) and trial 1 (val 0.10, NEW), each retrained with seeds
+    0 and 1 (test errors 50/52 % and 4/6 %)."""
+    uri, client, exp, parent = new_store(tmp_path, name)
+    for trial, (val, digest) in enumerate([(0.20, OLD), (0.10, NEW)]):
+        rid = add_run(client, exp, parent, "rotated-mnist/CNN", "search", trial, trial=trial, val_error=val, test_error=val)
         client.set_tag(rid, "hparams_hash", digest)
-    for trial, digest, errors in ((0, old, [0.50, 0.52]), (1, new, [0.04, 0.06])):
+    for trial, digest, errors in ((0, OLD, [0.50, 0.52]), (1, NEW, [0.04, 0.06])):
         for seed, err in enumerate(errors):
             rid = add_run(client, exp, parent, "rotated-mnist/CNN", "final", seed, trial=10 * trial + seed,
                           test_error=err, val_error=err)
             client.set_tag(rid, "hparams_hash", digest)
             client.set_tag(rid, "selected_from_trial", str(trial))
+    return uri, client, exp, parent
+
+
+def test_only_the_current_bests_finals_are_reported_and_superseded_ones_are_listed(tmp_path):
+    """An extension found a better configuration: its finals stand for the cell; the old best's are listed."""
+    uri, client, exp, parent = two_configurations(tmp_path, "extended")
     out = build_report(uri, None, str(tmp_path / "report"), quiet=True, log_to_parent=False)
     md = (out / "accuracy.md").read_text()
     assert "5.00 ± 1.41 (n=2)" in md  # the new best's two seeds only (n would be 4 with the old ones mixed in)
@@ -198,19 +206,9 @@ def test_the_report_reads_the_configuration_the_driver_chose_and_does_not_choose
 
     from study.tracking.contract import BEST_TAG
 
-    uri, client, exp, parent = new_store(tmp_path, "chosen")
-    old, new = "aaaaaaaaaaaa", "bbbbbbbbbbbb"
-    for trial, (val, digest) in enumerate([(0.20, old), (0.10, new)]):
-        rid = add_run(client, exp, parent, "rotated-mnist/CNN", "search", trial, trial=trial, val_error=val, test_error=val)
-        client.set_tag(rid, "hparams_hash", digest)
-    for trial, digest, errors in ((0, old, [0.50, 0.52]), (1, new, [0.04, 0.06])):
-        for seed, err in enumerate(errors):
-            rid = add_run(client, exp, parent, "rotated-mnist/CNN", "final", seed, trial=10 * trial + seed,
-                          test_error=err, val_error=err)
-            client.set_tag(rid, "hparams_hash", digest)
-            client.set_tag(rid, "selected_from_trial", str(trial))
+    uri, client, exp, parent = two_configurations(tmp_path, "chosen")
     client.set_tag(parent, f"{BEST_TAG}rotated-mnist/CNN", json.dumps({"trial_number": 0, "val_error": 0.2,
-                                                                       "hparams_hash": old}))
+                                                                       "hparams_hash": OLD}))
     md = (build_report(uri, None, str(tmp_path / "report"), quiet=True, log_to_parent=False) / "accuracy.md").read_text()
     assert "51.00 ± 1.41 (n=2)" in md and "5.00 ± 1.41" not in md
     assert "rotated-mnist/CNN: seeds 0, 1 of trial #1" in md  # the other configuration's finals: superseded
