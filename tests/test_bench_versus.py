@@ -20,5 +20,9 @@ def test_the_tune_space_is_the_cells_search_space():
 def test_the_handwritten_script_runs_the_workload_and_records_one_run_per_trial(ray_local, tmp_path):
     cfg = load("smoke", overrides={"variants": ["CNN"], "trials_per_cell": 2, "epochs": 1, "train_size": 128,
                                    "test_passes": 1, "final_seeds": [0], "max_concurrent_trials": 2})
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    before = tracking_utils._tracking_uri
     out = handwritten(cfg, tmp_path)
+    assert tracking_utils._tracking_uri == before  # MLflow's process-wide URI is left as it was
     assert out["mlflow_runs"] == 3 and out["wall_s"] > 0  # 2 search trials + 1 final run, no parent

@@ -46,6 +46,11 @@ def handwritten(cfg: StudyConfig, root) -> dict:
 
     uri = f"sqlite:///{root / 'mlflow.db'}"
     saved = os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)  # a user's script keeps Tune's defaults
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    # Tune's MLflow callback sets MLflow's process-wide tracking URI (and $MLFLOW_TRACKING_URI) to this store:
+    # both are put back, as study.tracking.trial_runs.log_final_model does, so later MLflow calls keep theirs
+    uri_before, env_before = tracking_utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
     trainable = tune.with_resources(train_cell, {"cpu": cfg.resources.cpus, "gpu": cfg.resources.gpus})
     # the same trials as ours: where the study prunes nothing, ASHA's first rung is the last epoch (it stops none)
     grace = cfg.epochs if cfg.pruner == "none" else cfg.grace_period
@@ -72,6 +77,11 @@ def handwritten(cfg: StudyConfig, root) -> dict:
     finally:
         if saved is not None:
             os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = saved
+        tracking_utils._tracking_uri = uri_before
+        if env_before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env_before
     wall = time.perf_counter() - started
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("handwritten").experiment_id], max_results=10000)
