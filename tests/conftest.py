@@ -61,6 +61,18 @@ def pytest_runtest_setup(item):
             pytest.skip(f"needs {install}")
 
 
+@pytest.fixture(autouse=True)
+def sigint_is_handed_back():
+    """A test that leaves another SIGINT handler behind (Tune's, after a bare ``Tuner.fit``) fails here, not
+    in whichever test happens to run after it (CI once failed ``test_signals.py`` that way)."""
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    after = signal.getsignal(signal.SIGINT)
+    if after != before:
+        signal.signal(signal.SIGINT, before)
+        pytest.fail(f"the test left SIGINT handled by {after!r}: run Tune through study.signals.fit", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def splits():
     from trainables.data import load_embedded

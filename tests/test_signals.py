@@ -12,9 +12,13 @@ from study.signals import STOP, fit, graceful_stop
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_a_stop_signal_is_a_keyboard_interrupt_with_its_own_exit_code(sig, code):
     before = signal.signal(sig, signal.SIG_DFL)  # as in a terminal, also when the tests run under nohup
-    with pytest.raises(KeyboardInterrupt), graceful_stop():
-        os.kill(os.getpid(), sig)
-        time.sleep(0.1)  # the handler runs meanwhile
+    sigint = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's, whatever ran before in this process
+    try:
+        with pytest.raises(KeyboardInterrupt), graceful_stop():
+            os.kill(os.getpid(), sig)
+            time.sleep(0.1)  # the handler runs meanwhile
+    finally:
+        signal.signal(signal.SIGINT, sigint)
     assert STOP.exit_code(130) == code
     assert signal.signal(sig, before) == signal.SIG_DFL  # handed back
 

@@ -10,6 +10,7 @@ import torch
 from ray import tune
 
 from study.trial import MODEL_FILE, RESUME_FILE, SPEC_FILE, STATE_FILE, load_resume, save_resume, train_cell, train_config
+from study.signals import fit
 from study.tune_runs import run_config
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -37,8 +38,8 @@ class Results(tune.Callback):
 
 def run_trial(tmp_path, trainable, config) -> Results:
     results = Results()
-    tune.Tuner(trainable, param_space=config,
-               run_config=run_config("trial", str(tmp_path / "tune"), [results])).fit()
+    fit(tune.Tuner(trainable, param_space=config,  # Tune's SIGINT handler must not outlive the run
+                   run_config=run_config("trial", str(tmp_path / "tune"), [results])))
     return results
 
 

@@ -41,6 +41,7 @@ def handwritten(cfg: StudyConfig, root) -> dict:
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    from study.signals import fit  # Tune's SIGINT handler must not outlive each run (the bench goes on after it)
     from study.trial import train_cell
     from study.trial_schema import cell_fields, constants
 
@@ -68,12 +69,12 @@ def handwritten(cfg: StudyConfig, root) -> dict:
                     num_samples=cfg.trials_per_cell, max_concurrent_trials=cfg.max_concurrent_trials),
                 run_config=tune.RunConfig(name=f"search-{cell.variant}", storage_path=str(root / "tune"), verbose=0,
                                           callbacks=[MLflowLoggerCallback(uri, experiment_name="handwritten")]))
-            best = tuner.fit().get_best_result(metric="val_error", mode="min", scope="last").config
+            best = fit(tuner).get_best_result(metric="val_error", mode="min", scope="last").config
             finals += [{**best, **constants(cfg, "final"), "seed": seed} for seed in cfg.final_seeds]
-        tune.Tuner(trainable, param_space={"spec": tune.grid_search(finals)},
+        fit(tune.Tuner(trainable, param_space={"spec": tune.grid_search(finals)},
                    tune_config=tune.TuneConfig(max_concurrent_trials=cfg.max_concurrent_trials),
                    run_config=tune.RunConfig(name="final", storage_path=str(root / "tune"), verbose=0,
-                                             callbacks=[MLflowLoggerCallback(uri, experiment_name="handwritten")])).fit()
+                                             callbacks=[MLflowLoggerCallback(uri, experiment_name="handwritten")])))
     finally:
         if saved is not None:
             os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = saved
