@@ -9,8 +9,8 @@ import ray
 import torch
 from ray import tune
 
-from study.trial import MODEL_FILE, RESUME_FILE, SPEC_FILE, STATE_FILE, load_resume, save_resume, train_cell, train_config
 from study.signals import fit
+from study.trial import MODEL_FILE, RESUME_FILE, SPEC_FILE, STATE_FILE, load_resume, save_resume, train_cell, train_config
 from study.tune_runs import run_config
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
