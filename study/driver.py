@@ -23,8 +23,10 @@ from study.config import StudyConfig
 from study.disk import DiskGuard, check_free_space
 from study.paths import StudyDir, artifacts_root, new_study_id, storage_root
 from study.progress import Progress
+from study.search.record import flush_record
 from study.search.schedulers import CellPruningScheduler, SnapshotOnAddScheduler
 from study.search.searcher import PerCellSearcher
+from study.search.segments import RecordConflict
 from study.signals import fit
 from study.state import StudyState, study_dir, write_deadline
 from study.tracking.contract import best_tags, completed_finals
@@ -290,6 +292,10 @@ class StudyDriver:
     def close(self, status: str, state_status: str, ran_through: bool) -> None:
         """Record how the study ended, in its directory and on its parent run, and send what the spool holds."""
         self.state.status = state_status
+        try:
+            flush_record(self.directory)  # what the search appended last (S3 writes it behind the loop)
+        except RecordConflict as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
         self.save_state()
         self.spool.submit("end", run_id=self.state.parent_run_id, status=status, tags={"study_status": state_status})
         self.flush_tracking(wait=ran_through)

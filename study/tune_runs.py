@@ -9,6 +9,7 @@ import os
 from ray import tune
 from ray.tune.utils.util import warn_if_slow
 
+from study.object_fs import tune_storage
 from study.paths import StudyDir
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -28,7 +29,9 @@ def run_config(name: str, storage_uri: str, callbacks: list) -> tune.RunConfig:
     # verbose=0; its classic reporter (RAY_AIR_NEW_OUTPUT=0, Ray's documented switch) prints nothing at 0:
     # our progress lines are the study's output. A user's own setting is kept.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    return tune.RunConfig(name=name, storage_path=storage_uri, callbacks=callbacks, verbose=0,
+    storage_path, storage_filesystem = tune_storage(storage_uri)
+    return tune.RunConfig(name=name, storage_path=storage_path, storage_filesystem=storage_filesystem,
+                          callbacks=callbacks, verbose=0,
                           checkpoint_config=tune.CheckpointConfig(),  # one per trial: its final result (study.trial)
                           failure_config=tune.FailureConfig(max_failures=2))
 
@@ -46,8 +49,9 @@ def restorable(directory: StudyDir, name: str) -> bool:
 
 def restore(directory: StudyDir, name: str, trainable) -> tune.Tuner:
     """The unfinished run ``name``: its running and errored trials continue from their last checkpoints."""
-    return tune.Tuner.restore(f"{directory.uri}/{name}", trainable=trainable, resume_unfinished=True,
-                              resume_errored=True, restart_errored=False)
+    path, filesystem = tune_storage(f"{directory.uri}/{name}")
+    return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                              restart_errored=False, storage_filesystem=filesystem)
 
 
 def with_resources(trainable, cpus: float, gpus: float):

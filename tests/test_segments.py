@@ -2,6 +2,7 @@
 writes and their bytes, what a reader reads, and what is refused. Whole studies on S3: tests/test_object_storage.py."""
 
 import json
+import threading
 import uuid
 
 import optuna
@@ -50,14 +51,17 @@ def line_bytes(i):
     return len(json.dumps(log(i), separators=(",", ":"))) + 1
 
 
-def test_each_append_is_one_new_segment_named_by_its_first_line_and_the_writer_compacts_geometrically(s3):
+def test_each_flushed_append_is_one_new_segment_named_by_its_first_line_and_the_writer_compacts_geometrically(s3):
     bucket = Bucket(s3)
     writer = SegmentedJournalBackend(bucket, "j", writer=True)
     writer.append_logs([log(0), log(1)])
+    writer.flush()
     writer.append_logs([log(2)])  # 2 segments, and their bytes exceed the base's (none): a base of all 3 lines
+    writer.flush()
     assert bucket.created == ["j.d/seg-000000000000", "j.d/seg-000000000002", "j.d/base-000000000003"]
     for i in range(3, 40):
         writer.append_logs([log(i)])
+        writer.flush()
     bases = [name for name in bucket.created if "/base-" in name]
     lines = [int(name.rpartition("-")[2]) for name in bases]
     sizes = [sum(line_bytes(i) for i in range(n)) for n in lines]
@@ -70,12 +74,40 @@ def test_each_append_is_one_new_segment_named_by_its_first_line_and_the_writer_c
     assert list(reader.read_logs(0)) == [log(i) for i in range(40)] and list(reader.read_logs(38)) == [log(38), log(39)]
 
 
+def test_appends_queued_while_a_put_is_in_flight_go_out_together_and_reads_never_wait(s3):
+    class Slow(Bucket):
+        """The real bucket, whose first create waits until the test lets it go (a slow PUT)."""
+
+        def __init__(self, s3):
+            super().__init__(s3)
+            self.release = threading.Event()
+
+        def create_if_absent(self, name, data):
+            self.release.wait(timeout=30)
+            return super().create_if_absent(name, data)
+
+    bucket = Slow(s3)
+    writer = SegmentedJournalBackend(bucket, "j", writer=True)
+    writer.append_logs([log(0)])  # the writer thread takes it and waits in its PUT
+    for i in range(1, 6):
+        writer.append_logs([log(i)])  # returns at once
+    assert list(writer.read_logs(0)) == [log(i) for i in range(6)] and bucket.created == []
+    bucket.release.set()
+    writer.flush()
+    assert bucket.created[:2] == ["j.d/seg-000000000000", "j.d/seg-000000000001"]  # lines 1-5: one segment
+    assert list(SegmentedJournalBackend(bucket, "j").read_logs(0)) == [log(i) for i in range(6)]
+
+
 def test_a_writer_that_is_behind_cannot_write_a_line_that_exists_and_a_reader_cannot_write(s3):
     bucket = Bucket(s3)
     first, second = SegmentedJournalBackend(bucket, "j", writer=True), SegmentedJournalBackend(bucket, "j", writer=True)
     first.append_logs([log(0)])
+    first.flush()
+    second.append_logs([log(99)])  # queued: the refusal comes from the writer thread
     with pytest.raises(RecordConflict, match="another driver wrote line 0"):
-        second.append_logs([log(99)])
+        second.flush()
+    with pytest.raises(RecordConflict, match="another driver wrote line 0"):
+        second.append_logs([log(100)])  # and stays: this driver must stop
     assert list(SegmentedJournalBackend(bucket, "j").read_logs(0)) == [log(0)]  # nothing of the first was lost
     with pytest.raises(RecordConflict, match="opened to read"):
         SegmentedJournalBackend(bucket, "j").append_logs([log(1)])
@@ -101,13 +133,15 @@ def test_a_single_object_journal_is_read_and_the_writer_replaces_it_by_a_base(s3
     writer = SegmentedJournalBackend(bucket, "j", writer=True)
     assert sorted(bucket.objects) == ["j.d/base-000000000002"]
     writer.append_logs([{"op": 2}])
+    writer.flush()
     assert list(SegmentedJournalBackend(bucket, "j").read_logs(0)) == [{"op": 0}, {"op": 1}, {"op": 2}]
 
 
 def test_optuna_reads_back_its_study_through_the_backend(s3):
     bucket = Bucket(s3)
-    study = optuna.create_study(study_name="cell", storage=optuna.storages.JournalStorage(
-        SegmentedJournalBackend(bucket, "j", writer=True)))
+    writer = SegmentedJournalBackend(bucket, "j", writer=True)
+    study = optuna.create_study(study_name="cell", storage=optuna.storages.JournalStorage(writer))
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    writer.flush()
     again = optuna.load_study(study_name="cell", storage=optuna.storages.JournalStorage(SegmentedJournalBackend(bucket, "j")))
     assert [t.params for t in again.trials] == [t.params for t in study.trials]

@@ -82,6 +82,14 @@ def open_storage(directory: "StudyDir | Path | None", url: str | None = None, wr
     return JournalStorage(JournalFileBackend(str(directory.local / JOURNAL_FILE)))
 
 
+def flush_record(directory: "StudyDir | None") -> None:
+    """Wait until the study's record holds everything this driver appended (S3 writes it behind the loop;
+    the other storages write as they go)."""
+    writer = _WRITERS.get(directory.uri) if directory is not None else None
+    if writer is not None:
+        writer.flush()
+
+
 def cell_study_name(study_id: str, cell: str) -> str:
     return f"{study_id}/{cell}" if study_id else cell
 

@@ -27,6 +27,7 @@ from study.config import Range, SearchSpace, StudyConfig
 from study.paths import StudyDir
 from study.search.record import (
     counted,
+    flush_record,
     mark_lost,
     open_cell_study,
     open_storage,
@@ -262,6 +263,7 @@ class PerCellSearcher(Searcher):
             study.tell(trial, result[METRIC])
         else:  # stopped without a final result (e.g. the study's time budget ran out)
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        flush_record(self.directory)  # an ending is never lost to a killed driver (one wait per trial)
 
     def best_per_cell(self) -> dict[str, dict]:
         """Each cell's completed trial with the lowest final val_error (test error is never looked at).
@@ -308,9 +310,12 @@ class PerCellSearcher(Searcher):
         for study in self.studies.values():
             for trial in running_trials(study):
                 mark_lost(self.storage, study, trial.number)
+        flush_record(self.directory)
         self.live, self.final_live, self.pruned = {}, {}, set()
 
     def save(self, checkpoint_path: str) -> None:
+        """Tune saves its experiment state with this: the record first holds every trial that state names."""
+        flush_record(self.directory)
         Path(checkpoint_path).write_text(json.dumps(self.get_state()))
 
     def restore(self, checkpoint_path: str) -> None:
