@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 from study.config import load
 from study.search.record import JOURNAL_FILE, cell_study_name, study_counts
 from study.search.searcher import PerCellSearcher
+from study.search.segments import SegmentedJournalBackend
 
 STUDY = "rec-20260101-000000-abcd"
 
@@ -141,3 +142,28 @@ def test_a_postgres_database_holds_the_record_and_a_resumed_driver_reads_it(post
     assert study.best_value == 0.4 and study.best_trial.intermediate_values == {1: 0.5, 2: 0.4}
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]  # the lost one, not counted
     assert not (tmp_path / STUDY / JOURNAL_FILE).exists()
+
+
+def test_on_s3_what_tune_saves_and_every_ended_trial_are_in_the_bucket_before_the_driver_goes_on(s3, tmp_path,
+                                                                                                 monkeypatch):
+    """The journal is written behind the driver's loop; with each real PUT slowed to 0.3 s, a reader that
+    opens the bucket right after the searcher's save (Tune's snapshot) or a trial's end still sees it all."""
+    import time
+
+    from study.paths import StudyDir
+
+    put = StudyDir.create_if_absent
+    monkeypatch.setattr(StudyDir, "create_if_absent", lambda self, name, data: time.sleep(0.3) or put(self, name, data))
+    directory = StudyDir(f"s3://{s3.bucket}/flush-{tmp_path.name}", STUDY)
+    searcher = PerCellSearcher(config(variants=["CNN"]), directory)
+    searcher.suggest("a")
+    searcher.suggest("b")
+    searcher.save(str(tmp_path / "searcher-state.json"))
+
+    def reader():
+        return optuna.load_study(study_name=f"{STUDY}/rotated-mnist/CNN", storage=JournalStorage(
+            SegmentedJournalBackend(directory, JOURNAL_FILE)))
+
+    assert [t.user_attrs["tune_trial_id"] for t in reader().trials] == ["a", "b"]
+    run_trial(searcher, "a", [0.5, 0.4, 0.3, 0.2])
+    assert reader().trials[0].state == TrialState.COMPLETE and reader().trials[0].intermediate_values[4] == 0.2
