@@ -111,6 +111,18 @@ def test_a_cell_unmeasured_yet_counts_as_the_longest_known():
     assert searcher.suggest("c")["cell"] == "rotated-mnist/CNN"  # a tie: fewest trials, then config order
 
 
+def test_a_slow_cell_is_seen_as_slow_from_its_first_epochs_not_its_first_trials_end():
+    searcher = PerCellSearcher(config(trials_per_cell=3, final_seeds=[], epochs=10))
+    first = {searcher.suggest(t)["cell"]: t for t in ("a", "b")}
+    searcher.on_trial_result(first["rotated-mnist/CNN"], {"epoch": 2, "time_total_s": 2.0})  # 1 s per epoch
+    searcher.on_trial_result(first["rotated-mnist/STN-C1"], {"epoch": 1, "time_total_s": 3.0})  # 3 s per epoch
+    assert searcher.remaining_work("rotated-mnist/CNN", []) == 10.0 * 2  # 2 trials still to start
+    assert searcher.remaining_work("rotated-mnist/STN-C1", []) == 30.0 * 2
+    assert searcher.suggest("c")["cell"] == "rotated-mnist/STN-C1"  # before either trial ended
+    finish(searcher, first["rotated-mnist/STN-C1"], 25.0)  # an ended trial's own time replaces the projection
+    assert searcher.remaining_work("rotated-mnist/STN-C1", []) == 25.0 * 1
+
+
 @pytest.mark.parametrize("overlap", [True, False])
 def test_a_cells_final_runs_start_once_its_search_is_over(overlap):
     searcher = PerCellSearcher(config(variants=["CNN", "STN-C1"], trials_per_cell=2, final_seeds=[0, 1],

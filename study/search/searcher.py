@@ -103,11 +103,12 @@ class PerCellSearcher(Searcher):
         self.studies = {key: open_cell(key) for key in self.cells}
         self._trials: dict[str, optuna.Trial] = {}
         self._suggested_at: dict[str, float] = {}
+        self._projected: dict[str, float] = {}  # running search trial -> its time so far per epoch × its epochs
 
     def __getstate__(self) -> dict:
         """Tune pickles the searcher with its run: the Optuna objects stay out, the storage is reopened."""
         state = self.__dict__.copy()
-        for name in ("storage", "studies", "_trials", "_suggested_at"):
+        for name in ("storage", "studies", "_trials", "_suggested_at", "_projected"):
             state.pop(name, None)
         return state
 
@@ -166,11 +167,17 @@ class PerCellSearcher(Searcher):
         return [c for c in self.final_configs(key, best_per_cell) if final_key(c) not in scheduled]
 
     def _trial_estimate(self, key: str, measured: dict | None = None) -> float:
-        """A cell's mean ended-trial time; before one ended, the longest known (or elapsed) time."""
+        """A cell's mean ended-trial time; before one ended, its running trials' projected times (known from
+        their first epoch on, so a slow cell is seen as slow long before its first trial ends); before
+        that, the longest time known of any cell (or elapsed)."""
         measured = measured if measured is not None else {k: self.seconds(k) for k in self.cells}
         if measured[key]:
             return sum(measured[key]) / len(measured[key])
-        known = [sum(s) / len(s) for s in measured.values() if s]
+        projected = {t: p for t, p in self._projected.items() if t in self.live}
+        own = [p for t, p in projected.items() if self.live[t][0] == key]
+        if own:
+            return sum(own) / len(own)
+        known = [sum(s) / len(s) for s in measured.values() if s] + list(projected.values())
         if not known:
             return 1.0  # nothing measured yet: every cell alike (round-robin)
         now = time.time()
@@ -235,10 +242,15 @@ class PerCellSearcher(Searcher):
         return decide and trial.should_prune()
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        pass  # intermediate values reach Optuna through the scheduler's should_prune
+        """Project a running search trial's time from its epochs so far (Tune's ``time_total_s`` leaves out
+        the worker's start); the intermediate values reach Optuna through the scheduler's should_prune."""
+        epoch, seconds = result.get("epoch"), result.get("time_total_s")
+        if trial_id in self.live and epoch and seconds:
+            self._projected[trial_id] = float(seconds) / float(epoch) * self.cfg.epochs
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         self._suggested_at.pop(trial_id, None)
+        self._projected.pop(trial_id, None)
         outcome = (result or {}).get("outcome")
         if trial_id in self.final_live:
             key = self.final_live.pop(trial_id)
@@ -302,7 +314,7 @@ class PerCellSearcher(Searcher):
         self.final_live = {t: _key(k) for t, k in state["final_live"].items()}
         self.finals_tried = {_key(k) for k in state["finals_tried"]}
         self.finals_done = {_key(k) for k in state["finals_done"]}
-        self._trials, self._suggested_at = {}, {}
+        self._trials, self._suggested_at, self._projected = {}, {}, {}
 
     def start_new_run(self) -> None:
         """Before a new Tune run of the study: trials asked for by an earlier run that never ended are
