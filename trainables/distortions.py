@@ -189,22 +189,24 @@ class Scaled(Distortion):
         # Bilinear sampling of a pure scaling is separable: two batched matmuls give grid_sample's
         # numbers (zeros padding, align_corners=False) at a fraction of the cost.
         y_out = (2 * torch.arange(self.side, device=device, dtype=scales.dtype) + 1) / self.side - 1
-        resample = _bilinear_rows(((y_out[None, :] * (self.side / 28.0 / scales)[:, None] + 1) * 28 - 1) / 2, 28)
-        canvas = self._centred_products(resample, digits)
+        coords = ((y_out[None, :] * (self.side / 28.0 / scales)[:, None] + 1) * 28 - 1) / 2
+        # rows with a tap on the digit: a coordinate in (-1, 28) (bilinear_rows drops taps outside 0..27)
+        reach = ((coords > -1) & (coords < 28)).sum(-1)
+        canvas = self._centred_products(coords, digits, reach)
         if self.clutter and pool is not None and gen is not None:
             self._add_clutter(canvas, pool, gen)
         return canvas.clamp_(max=1.0)[:, None]
 
-    def _centred_products(self, resample: torch.Tensor, digits: torch.Tensor) -> torch.Tensor:
-        """``resample @ digits @ resampleᵀ``, computed only on the centred window the digit can reach.
+    def _centred_products(self, coords: torch.Tensor, digits: torch.Tensor, reach: torch.Tensor) -> torch.Tensor:
+        """``R @ digits @ Rᵀ`` with R = ``_bilinear_rows(coords)``, computed only on the centred window the
+        digit can reach (R's rows are built only there too).
 
         A digit of scale s covers ~28·s of the canvas' ``side`` pixels and every row outside it is zero,
         so the images are grouped by the window (a quarter, half, three quarters or all of the side) that
         holds their nonzero rows: with log2 s uniform, that is ~2.8× fewer multiply-adds than the whole
         canvas, and the same numbers (tests/test_distortions.py compares with ``grid_sample``).
         """
-        batch, side = resample.shape[0], self.side
-        reach = (resample != 0).any(-1).sum(-1)  # nonzero rows per image, centred (the scaling is symmetric)
+        batch, side = coords.shape[0], self.side  # ``reach``: rows per image with a tap on the digit, centred
         canvas = digits.new_zeros(batch, side, side)
         placed = torch.zeros(batch, dtype=torch.bool, device=digits.device)
         for window in (side // 4, side // 2, 3 * side // 4, side):
@@ -212,7 +214,7 @@ class Scaled(Distortion):
             chosen = ((reach <= window) & ~placed).nonzero().squeeze(1)
             if chosen.numel():
                 lo = (side - window) // 2
-                rows = resample[chosen, lo:lo + window]
+                rows = _bilinear_rows(coords[chosen, lo:lo + window], 28)
                 canvas[chosen, lo:lo + window, lo:lo + window] = rows @ digits[chosen] @ rows.transpose(1, 2)
                 placed[chosen] = True
         return canvas

@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="small sizes (about 1 min; noisier ratios)")
     p.add_argument("--only", nargs="+", choices=PARTS, help="run these parts only (data_speedup: about 2 min)")
     p.add_argument("--storages", nargs="+", choices=("local", "s3", "postgres"), default=["local", "s3", "postgres"],
-                   help="the driver part's storages (S3 on loopback is bound by its PUTs: ~10 min at 10,000 results)")
+                   help="the driver part's storages (S3 on loopback: ~7 min at 6,000 results)")
     p.add_argument("--out", help="write the JSON here too")
     args = p.parse_args(argv)
     quick, splits = args.quick, load_embedded()
