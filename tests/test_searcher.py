@@ -116,11 +116,26 @@ def test_a_slow_cell_is_seen_as_slow_from_its_first_epochs_not_its_first_trials_
     first = {searcher.suggest(t)["cell"]: t for t in ("a", "b")}
     searcher.on_trial_result(first["rotated-mnist/CNN"], {"epoch": 2, "time_total_s": 2.0})  # 1 s per epoch
     searcher.on_trial_result(first["rotated-mnist/STN-C1"], {"epoch": 1, "time_total_s": 3.0})  # 3 s per epoch
-    assert searcher.remaining_work("rotated-mnist/CNN", []) == 10.0 * 2  # 2 trials still to start
-    assert searcher.remaining_work("rotated-mnist/STN-C1", []) == 30.0 * 2
+    # 2 trials still to start at the projected time, plus what the running one has left
+    assert searcher.remaining_work("rotated-mnist/CNN", []) == 10.0 * 2 + 8 * 1.0
+    assert searcher.remaining_work("rotated-mnist/STN-C1", []) == 30.0 * 2 + 9 * 3.0
     assert searcher.suggest("c")["cell"] == "rotated-mnist/STN-C1"  # before either trial ended
     finish(searcher, first["rotated-mnist/STN-C1"], 25.0)  # an ended trial's own time replaces the projection
     assert searcher.remaining_work("rotated-mnist/STN-C1", []) == 25.0 * 1
+
+
+def test_a_cell_whose_search_still_runs_gets_the_slot_when_its_work_left_with_the_running_trial_is_more():
+    """Its final run must wait for its running trial: what that trial has left counts as work left."""
+    searcher = PerCellSearcher(config(trials_per_cell=3, final_seeds=[0], epochs=10))
+    first = {searcher.suggest(t)["cell"]: t for t in ("a", "b")}
+    finish(searcher, first["rotated-mnist/CNN"], 25.0)
+    searcher.on_trial_result(first["rotated-mnist/STN-C1"], {"epoch": 1, "time_total_s": 3.0})
+    assert searcher.suggest("c")["cell"] == "rotated-mnist/STN-C1"
+    finish(searcher, first["rotated-mnist/STN-C1"], 30.0)
+    searcher.on_trial_result("c", {"epoch": 5, "time_total_s": 20.0})  # 4 s per epoch: 20 s still to run
+    assert searcher.remaining_work("rotated-mnist/CNN", []) == 25.0 * (2 + 1)  # 2 trials + its final run
+    assert searcher.remaining_work("rotated-mnist/STN-C1", []) == 30.0 * (1 + 1) + 20.0  # 60 alone would lose
+    assert searcher.suggest("d")["cell"] == "rotated-mnist/STN-C1"
 
 
 @pytest.mark.parametrize("overlap", [True, False])

@@ -104,11 +104,12 @@ class PerCellSearcher(Searcher):
         self._trials: dict[str, optuna.Trial] = {}
         self._suggested_at: dict[str, float] = {}
         self._projected: dict[str, float] = {}  # running search trial -> its time so far per epoch × its epochs
+        self._left: dict[str, float] = {}  # running search trial -> its projected seconds still to run
 
     def __getstate__(self) -> dict:
         """Tune pickles the searcher with its run: the Optuna objects stay out, the storage is reopened."""
         state = self.__dict__.copy()
-        for name in ("storage", "studies", "_trials", "_suggested_at", "_projected"):
+        for name in ("storage", "studies", "_trials", "_suggested_at", "_projected", "_left"):
             state.pop(name, None)
         return state
 
@@ -187,10 +188,16 @@ class PerCellSearcher(Searcher):
 
     def remaining_work(self, key: str, finals_ready: list[dict], measured: dict | None = None,
                        started: int | None = None) -> float:
+        """The cell's work not yet done: trials still to start (and its final runs) at its trial estimate, plus
+        what its running search trials have left. The latter matters because a cell's final runs wait for
+        its last search trial: a cell whose search is still running is further from its end than its
+        unstarted trials alone say."""
         estimate = self._trial_estimate(key, measured)
         search_left = max(0, self.cfg.trials_per_cell - (self.started(key) if started is None else started))
         finals_left = len(finals_ready) if search_left == 0 else len(self.cfg.final_seeds) * self.overlap_final
-        return estimate * (search_left + finals_left * (self.cfg.final_epochs or self.cfg.epochs) / self.cfg.epochs)
+        running = sum(left for t, left in self._left.items() if self.live.get(t, ("",))[0] == key)
+        return running + estimate * (search_left + finals_left * (self.cfg.final_epochs or self.cfg.epochs)
+                                     / self.cfg.epochs)
 
     def suggest(self, trial_id: str):
         if self.budget_exhausted():  # time budget: schedule nothing new, finish cleanly
@@ -246,11 +253,14 @@ class PerCellSearcher(Searcher):
         the worker's start); the intermediate values reach Optuna through the scheduler's should_prune."""
         epoch, seconds = result.get("epoch"), result.get("time_total_s")
         if trial_id in self.live and epoch and seconds:
-            self._projected[trial_id] = float(seconds) / float(epoch) * self.cfg.epochs
+            per_epoch = float(seconds) / float(epoch)
+            self._projected[trial_id] = per_epoch * self.cfg.epochs
+            self._left[trial_id] = per_epoch * max(0, self.cfg.epochs - int(epoch))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         self._suggested_at.pop(trial_id, None)
         self._projected.pop(trial_id, None)
+        self._left.pop(trial_id, None)
         outcome = (result or {}).get("outcome")
         if trial_id in self.final_live:
             key = self.final_live.pop(trial_id)
@@ -314,7 +324,7 @@ class PerCellSearcher(Searcher):
         self.final_live = {t: _key(k) for t, k in state["final_live"].items()}
         self.finals_tried = {_key(k) for k in state["finals_tried"]}
         self.finals_done = {_key(k) for k in state["finals_done"]}
-        self._trials, self._suggested_at, self._projected = {}, {}, {}
+        self._trials, self._suggested_at, self._projected, self._left = {}, {}, {}, {}
 
     def start_new_run(self) -> None:
         """Before a new Tune run of the study: trials asked for by an earlier run that never ended are
