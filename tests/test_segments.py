@@ -80,15 +80,17 @@ def test_appends_queued_while_a_put_is_in_flight_go_out_together_and_reads_never
 
         def __init__(self, s3):
             super().__init__(s3)
-            self.release = threading.Event()
+            self.entered, self.release = threading.Event(), threading.Event()
 
         def create_if_absent(self, name, data):
+            self.entered.set()
             self.release.wait(timeout=30)
             return super().create_if_absent(name, data)
 
     bucket = Slow(s3)
     writer = SegmentedJournalBackend(bucket, "j", writer=True)
-    writer.append_logs([log(0)])  # the writer thread takes it and waits in its PUT
+    writer.append_logs([log(0)])
+    assert bucket.entered.wait(timeout=30)  # the writer thread has taken line 0 and waits in its PUT
     for i in range(1, 6):
         writer.append_logs([log(i)])  # returns at once
     assert list(writer.read_logs(0)) == [log(i) for i in range(6)] and bucket.created == []
