@@ -190,14 +190,12 @@ class Scaled(Distortion):
         # numbers (zeros padding, align_corners=False) at a fraction of the cost.
         y_out = (2 * torch.arange(self.side, device=device, dtype=scales.dtype) + 1) / self.side - 1
         coords = ((y_out[None, :] * (self.side / 28.0 / scales)[:, None] + 1) * 28 - 1) / 2
-        # rows with a tap on the digit: a coordinate in (-1, 28) (bilinear_rows drops taps outside 0..27)
-        reach = ((coords > -1) & (coords < 28)).sum(-1)
-        canvas = self._centred_products(coords, digits, reach)
+        canvas = self._centred_products(coords, digits)
         if self.clutter and pool is not None and gen is not None:
             self._add_clutter(canvas, pool, gen)
         return canvas.clamp_(max=1.0)[:, None]
 
-    def _centred_products(self, coords: torch.Tensor, digits: torch.Tensor, reach: torch.Tensor) -> torch.Tensor:
+    def _centred_products(self, coords: torch.Tensor, digits: torch.Tensor) -> torch.Tensor:
         """``R @ digits @ Rᵀ`` with R = ``_bilinear_rows(coords)``, computed only on the centred window the
         digit can reach (R's rows are built only there too).
 
@@ -206,7 +204,10 @@ class Scaled(Distortion):
         holds their nonzero rows: with log2 s uniform, that is ~2.8× fewer multiply-adds than the whole
         canvas, and the same numbers (tests/test_distortions.py compares with ``grid_sample``).
         """
-        batch, side = coords.shape[0], self.side  # ``reach``: rows per image with a tap on the digit, centred
+        batch, side = coords.shape[0], self.side
+        # rows per image with a tap on the digit (centred): a coordinate in (-1, 28), as _bilinear_rows drops
+        # taps outside 0..27
+        reach = ((coords > -1) & (coords < 28)).sum(-1)
         canvas = digits.new_zeros(batch, side, side)
         placed = torch.zeros(batch, dtype=torch.bool, device=digits.device)
         for window in (side // 4, side // 2, 3 * side // 4, side):

@@ -103,13 +103,12 @@ class PerCellSearcher(Searcher):
         self.studies = {key: open_cell(key) for key in self.cells}
         self._trials: dict[str, optuna.Trial] = {}
         self._suggested_at: dict[str, float] = {}
-        self._projected: dict[str, float] = {}  # running search trial -> its time so far per epoch × its epochs
-        self._left: dict[str, float] = {}  # running search trial -> its projected seconds still to run
+        self._pace: dict[str, tuple[float, int]] = {}  # running search trial -> (its seconds per epoch, epochs done)
 
     def __getstate__(self) -> dict:
         """Tune pickles the searcher with its run: the Optuna objects stay out, the storage is reopened."""
         state = self.__dict__.copy()
-        for name in ("storage", "studies", "_trials", "_suggested_at", "_projected", "_left"):
+        for name in ("storage", "studies", "_trials", "_suggested_at", "_pace"):
             state.pop(name, None)
         return state
 
@@ -174,7 +173,7 @@ class PerCellSearcher(Searcher):
         measured = measured if measured is not None else {k: self.seconds(k) for k in self.cells}
         if measured[key]:
             return sum(measured[key]) / len(measured[key])
-        projected = {t: p for t, p in self._projected.items() if t in self.live}
+        projected = {t: per_epoch * self.cfg.epochs for t, (per_epoch, _) in self._pace.items() if t in self.live}
         own = [p for t, p in projected.items() if self.live[t][0] == key]
         if own:
             return sum(own) / len(own)
@@ -195,7 +194,8 @@ class PerCellSearcher(Searcher):
         estimate = self._trial_estimate(key, measured)
         search_left = max(0, self.cfg.trials_per_cell - (self.started(key) if started is None else started))
         finals_left = len(finals_ready) if search_left == 0 else len(self.cfg.final_seeds) * self.overlap_final
-        running = sum(left for t, left in self._left.items() if self.live.get(t, ("",))[0] == key)
+        running = sum(per_epoch * max(0, self.cfg.epochs - done) for t, (per_epoch, done) in self._pace.items()
+                      if self.live.get(t, ("",))[0] == key)
         return running + estimate * (search_left + finals_left * (self.cfg.final_epochs or self.cfg.epochs)
                                      / self.cfg.epochs)
 
@@ -253,14 +253,11 @@ class PerCellSearcher(Searcher):
         the worker's start); the intermediate values reach Optuna through the scheduler's should_prune."""
         epoch, seconds = result.get("epoch"), result.get("time_total_s")
         if trial_id in self.live and epoch and seconds:
-            per_epoch = float(seconds) / float(epoch)
-            self._projected[trial_id] = per_epoch * self.cfg.epochs
-            self._left[trial_id] = per_epoch * max(0, self.cfg.epochs - int(epoch))
+            self._pace[trial_id] = (float(seconds) / float(epoch), int(epoch))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         self._suggested_at.pop(trial_id, None)
-        self._projected.pop(trial_id, None)
-        self._left.pop(trial_id, None)
+        self._pace.pop(trial_id, None)
         outcome = (result or {}).get("outcome")
         if trial_id in self.final_live:
             key = self.final_live.pop(trial_id)
@@ -324,7 +321,7 @@ class PerCellSearcher(Searcher):
         self.final_live = {t: _key(k) for t, k in state["final_live"].items()}
         self.finals_tried = {_key(k) for k in state["finals_tried"]}
         self.finals_done = {_key(k) for k in state["finals_done"]}
-        self._trials, self._suggested_at, self._projected, self._left = {}, {}, {}, {}
+        self._trials, self._suggested_at, self._pace = {}, {}, {}
 
     def start_new_run(self) -> None:
         """Before a new Tune run of the study: trials asked for by an earlier run that never ended are
