@@ -14,6 +14,8 @@ Which dataset draws which generator, on which canvas, is its spec's (``datasets.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from trainables import st
@@ -23,19 +25,12 @@ CLUTTER_SIDE = 6
 CLUTTER_MAX_HALF = 9  # scaled clutter: a crop is resized to 2s × 2s, s uniform in 1..9 (authors' MNIST_noise)
 
 
-def _paste(canvas: torch.Tensor, tiles: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
-           clip: bool = False) -> torch.Tensor:
-    """Add tiles (B, n, T, T) into canvas (B, S, S) with top-left corners (B, n); returns the canvas.
-
-    ``clip``: a tile may reach past the canvas where its values are zero; those cells are added (as
-    zeros) onto the border instead of out of range.
-    """
+def _paste(canvas: torch.Tensor, tiles: torch.Tensor, top: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
+    """Add tiles (B, n, T, T) into canvas (B, S, S) with top-left corners (B, n); returns the canvas."""
     batch, side = canvas.shape[0], canvas.shape[-1]
     span = torch.arange(tiles.shape[-1], device=canvas.device)
     rows = (top[..., None] + span)[..., :, None]
     cols = (left[..., None] + span)[..., None, :]
-    if clip:
-        rows, cols = rows.clamp(max=side - 1), cols.clamp(max=side - 1)
     index = (rows * side + cols).reshape(batch, -1)
     canvas.view(batch, -1).scatter_add_(1, index, tiles.reshape(batch, -1))
     return canvas
@@ -63,6 +58,15 @@ def _bilinear_rows(coords: torch.Tensor, in_side: int) -> torch.Tensor:
     rows.scatter_(-1, (low + 1).clamp(0, in_side + 1)[..., None], (1 - frac)[..., None])
     rows.scatter_add_(-1, (low + 2).clamp(0, in_side + 1)[..., None], frac[..., None])
     return rows[..., 1:in_side + 1]
+
+
+@functools.lru_cache(maxsize=64)
+def _clutter_resize(out_side: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """The (out_side, 6) matrix that resizes a 6-pixel clutter crop as ``F.interpolate(mode="bilinear")``
+    does (align_corners=False, source coordinates clamped to the crop)."""
+    out = torch.arange(out_side, device=device, dtype=dtype)
+    coords = ((out + 0.5) * CLUTTER_SIDE / out_side - 0.5).clamp(0, CLUTTER_SIDE - 1)
+    return _bilinear_rows(coords[None], CLUTTER_SIDE)[0]
 
 
 def _rotation_grid(degrees: torch.Tensor, side: int) -> torch.Tensor:
@@ -226,24 +230,32 @@ class Scaled(Distortion):
         uniform integer position in [2, side − 2), s shrunk so the patch stays on the canvas.
 
         Each crop is resized as ``F.interpolate(mode="bilinear")`` does (coordinates clamped to the
-        crop) by two small batched matmuls into an 18×18 tile whose unused rows and columns are zero.
+        crop): ``R @ crop @ Rᵀ`` with R the (2s × 6) resampling matrix of its size. There are at most
+        nine sizes, so the crops are grouped by size: each group is two plain matrix products with
+        one R, and pastes exactly its 2s × 2s patches (padding every patch to 18 × 18 and building
+        an R per crop cost more than the digit itself).
         """
-        batch, device, dtype = canvas.shape[0], canvas.device, canvas.dtype
-        n, tile = batch * self.clutter, 2 * CLUTTER_MAX_HALF
+        batch, side, device, dtype = canvas.shape[0], canvas.shape[-1], canvas.device, canvas.dtype
+        n = batch * self.clutter
         pick = _randint(pool.shape[0], (n,), gen, device)
         crop = _randint(28 - CLUTTER_SIDE + 1, (n, 2), gen, device)  # (top, left) of the 6×6 crop
         span = torch.arange(CLUTTER_SIDE, device=device)
         flat = pick[:, None, None] * 784 + (crop[:, 0:1] + span)[:, :, None] * 28 + (crop[:, 1:2] + span)[:, None, :]
         crops = torch.take(pool, flat).to(dtype)
-        centre = _randint(self.side - 4, (n, 2), gen, device) + 2  # (row, col) in [2, side - 2)
+        centre = _randint(side - 4, (n, 2), gen, device) + 2  # (row, col) in [2, side - 2)
         half = _randint(CLUTTER_MAX_HALF, (n,), gen, device) + 1
-        half = torch.minimum(half, torch.minimum(self.side - centre.amax(1), centre.amin(1)))
-        out = torch.arange(tile, device=device, dtype=dtype)[None, :]
-        coords = ((out + 0.5) * CLUTTER_SIDE / (2 * half[:, None]) - 0.5).clamp(0, CLUTTER_SIDE - 1)
-        sample = _bilinear_rows(torch.where(out < 2 * half[:, None], coords, -10.0), CLUTTER_SIDE)  # -10: no taps
-        patches = sample @ crops @ sample.transpose(1, 2)
-        corner = (centre - half[:, None]).view(batch, self.clutter, 2)
-        _paste(canvas, patches.view(batch, self.clutter, tile, tile), corner[..., 0], corner[..., 1], clip=True)
+        half = torch.minimum(half, torch.minimum(side - centre.amax(1), centre.amin(1)))
+        # each patch's top-left cell in the flattened batch of canvases
+        origin = (torch.arange(n, device=device) // self.clutter * side + centre[:, 0] - half) * side + centre[:, 1] - half
+        flat_canvas = canvas.view(-1)
+        for size in half.unique().tolist():
+            chosen = (half == size).nonzero().squeeze(1)
+            rows = _clutter_resize(2 * size, dtype, device)  # (2s, 6)
+            patches = rows @ (crops[chosen] @ rows.T)  # (g, 2s, 2s)
+            cells = torch.arange(2 * size, device=device)
+            offsets = (cells[:, None] * side + cells[None, :]).view(-1)
+            index = (origin[chosen, None] + offsets).view(-1)
+            flat_canvas.scatter_add_(0, index, patches.reshape(-1))
 
     def oracle_theta(self, params):
         return st.identity(params.shape[0], params.device, params.dtype) * params[:, None, None]
