@@ -138,6 +138,25 @@ def test_a_cell_whose_search_still_runs_gets_the_slot_when_its_work_left_with_th
     assert searcher.suggest("d")["cell"] == "rotated-mnist/STN-C1"
 
 
+def test_a_long_final_run_ready_now_goes_before_more_but_shorter_trials_of_another_cell():
+    """Two slots: CNN's 48 s of 12 s pieces can end in 24 s, STN-C1's one 40 s final run cannot be split."""
+    searcher = PerCellSearcher(config(trials_per_cell=4, final_seeds=[0], epochs=10))
+    first = {searcher.suggest(t)["cell"]: t for t in ("a", "b")}
+    finish(searcher, first["rotated-mnist/CNN"], 12.0)
+    finish(searcher, first["rotated-mnist/STN-C1"], 40.0)
+    for t in ("c", "d", "e"):  # STN-C1 would end last: its search goes first, and ends
+        assert searcher.suggest(t)["cell"] == "rotated-mnist/STN-C1"
+        finish(searcher, t, 40.0)
+    ready = searcher._finals_ready("rotated-mnist/STN-C1", searcher.best_per_cell())
+    assert len(ready) == 1
+    # by work left alone CNN would win: 12 s × (3 trials + 1 final) = 48 s against 40 s
+    assert searcher.remaining_work("rotated-mnist/CNN", []) == 48.0
+    assert searcher.remaining_work("rotated-mnist/STN-C1", ready) == 40.0
+    assert searcher.time_to_finish("rotated-mnist/CNN", []) == 24.0  # 48 s over 2 slots; chain 12 + 12
+    assert searcher.time_to_finish("rotated-mnist/STN-C1", ready) == 40.0
+    assert searcher.suggest("f")["stage"] == "final"
+
+
 @pytest.mark.parametrize("overlap", [True, False])
 def test_a_cells_final_runs_start_once_its_search_is_over(overlap):
     searcher = PerCellSearcher(config(variants=["CNN", "STN-C1"], trials_per_cell=2, final_seeds=[0, 1],

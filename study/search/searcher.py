@@ -185,6 +185,11 @@ class PerCellSearcher(Searcher):
                    if cell == key and t in self._suggested_at]
         return max(known + elapsed)
 
+    def _left(self, key: str) -> dict[str, float]:
+        """What each of the cell's running search trials has left, from its pace (none measured yet: absent)."""
+        return {t: per_epoch * max(0, self.cfg.epochs - done) for t, (per_epoch, done) in self._pace.items()
+                if self.live.get(t, ("",))[0] == key}
+
     def remaining_work(self, key: str, finals_ready: list[dict], measured: dict | None = None,
                        started: int | None = None) -> float:
         """The cell's work not yet done: trials still to start (and its final runs) at its trial estimate, plus
@@ -194,10 +199,29 @@ class PerCellSearcher(Searcher):
         estimate = self._trial_estimate(key, measured)
         search_left = max(0, self.cfg.trials_per_cell - (self.started(key) if started is None else started))
         finals_left = len(finals_ready) if search_left == 0 else len(self.cfg.final_seeds) * self.overlap_final
-        running = sum(per_epoch * max(0, self.cfg.epochs - done) for t, (per_epoch, done) in self._pace.items()
-                      if self.live.get(t, ("",))[0] == key)
-        return running + estimate * (search_left + finals_left * (self.cfg.final_epochs or self.cfg.epochs)
-                                     / self.cfg.epochs)
+        return sum(self._left(key).values()) + estimate * (search_left + finals_left * self._final_share)
+
+    @property
+    def _final_share(self) -> float:
+        """A final run's length in search trials."""
+        return (self.cfg.final_epochs or self.cfg.epochs) / self.cfg.epochs
+
+    def time_to_finish(self, key: str, finals_ready: list[dict], measured: dict | None = None,
+                       started: int | None = None) -> float:
+        """A lower bound on the time the cell still needs: its work left spread over every slot, or its chain,
+        whichever is longer. The chain is the longest of its search trials running or still to start, then
+        one final run (they wait for the search, and run side by side): work that cannot be split. A free
+        slot goes to the cell that would end last, so a long final run ready now is not left for the end
+        behind a cell with more, but shorter, trials (docs/performance.md)."""
+        estimate = self._trial_estimate(key, measured)
+        started = self.started(key) if started is None else started
+        left = self._left(key)
+        running = [left.get(t, estimate) for t, (cell, _) in self.live.items() if cell == key]
+        search = max(running + [estimate] * (started < self.cfg.trials_per_cell), default=0.0)
+        finals = bool(finals_ready) if not search else bool(self.cfg.final_seeds) and self.overlap_final
+        chain = search + estimate * self._final_share * finals
+        slots = self.cfg.max_concurrent_trials
+        return max(self.remaining_work(key, finals_ready, measured, started) / slots, chain)
 
     def suggest(self, trial_id: str):
         if self.budget_exhausted():  # time budget: schedule nothing new, finish cleanly
@@ -212,8 +236,10 @@ class PerCellSearcher(Searcher):
         if not candidates:  # wait while a cell's search may still make final runs ready, else done
             waiting = self.overlap_final and self.cfg.final_seeds and self.live
             return None if waiting else Searcher.FINISHED
-        # most work left first; on a tie the cell with the fewest trials (round-robin), then config order
-        key = max(candidates, key=lambda k: (self.remaining_work(k, ready[k], measured, started[k]), -started[k]))
+        # the cell that would end last first; on a tie the most work left, then the fewest trials (round-robin),
+        # then config order
+        key = max(candidates, key=lambda k: (self.time_to_finish(k, ready[k], measured, started[k]),
+                                             self.remaining_work(k, ready[k], measured, started[k]), -started[k]))
         self._suggested_at[trial_id] = time.time()
         if ready[key]:
             config = ready[key][0]
