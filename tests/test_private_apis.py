@@ -27,6 +27,17 @@ def test_tune_controller_can_be_asked_to_save_its_state_now():
     assert {"force", "wait"} <= set(parameters)
 
 
+def test_a_trials_run_metadata_keeps_its_metric_windows_in_an_attribute_that_resets_its_json():
+    """study.search.schedulers: an ended trial's windows of recent values are dropped from the snapshot."""
+    from ray.tune.trainable.metadata import _TrainingRunMetadata
+
+    metadata = _TrainingRunMetadata()
+    metadata.update_metric("val_error", 0.5)
+    cached = metadata.get_json_state()
+    metadata.metric_n_steps = {}
+    assert metadata.get_json_state() != cached and '"metric_n_steps": {}' in metadata.get_json_state()
+
+
 def test_ray_counts_the_cpus_a_local_instance_will_offer():
     """study.startup.local_cpus: the container-aware CPU count Ray itself uses."""
     from ray._private.utils import get_num_cpus

@@ -71,3 +71,21 @@ def test_pruning_asks_the_trials_own_cell_and_never_stops_its_last_epoch():
     assert scheduler.on_trial_result(None, trial, {"outcome": "completed", "val_error": 0.9}) == TrialScheduler.CONTINUE
     assert scheduler.on_trial_result(None, trial, {"epoch": 1}) == TrialScheduler.CONTINUE
     assert len(searcher.asked) == 3
+
+
+def test_an_ended_trials_snapshot_drops_its_windows_of_recent_values_and_keeps_the_rest():
+    """Tune keeps the last 5 and 10 values of every numeric metric to average results still to come; once a
+    trial ends there are none, and they are a third of what it weighs in every snapshot written after."""
+    trial = stub("t", epochs=3)
+    for epoch in range(1, 4):
+        trial.update_last_result({"epoch": epoch, "val_error": 1.0 / epoch, "training_iteration": epoch,
+                                  **{f"metric_{i}": float(epoch * i) for i in range(20)}})
+    before = trial.get_json_state()[1]
+    SnapshotOnAddScheduler().on_trial_complete(None, trial, trial.last_result)
+    after = trial.get_json_state()[1]  # Tune caches this JSON: the cache must not hide the change
+    assert len(after) < 0.75 * len(before)
+    restored = stub("t")
+    restored.restore_run_metadata(after)
+    assert restored.run_metadata.metric_n_steps == {}
+    assert restored.last_result["val_error"] == 1.0 / 3
+    assert restored.metric_analysis["val_error"]["min"] == 1.0 / 3  # the summary Tune's ResultGrid reads is kept

@@ -1,4 +1,5 @@
-"""Tune schedulers of a study: snapshot before a trial first starts, prune only within a cell."""
+"""Tune schedulers of a study: snapshot before a trial first starts, keep ended trials small in it, prune only
+within a cell."""
 
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ class SnapshotOnAddScheduler(FIFOScheduler):
     Tune otherwise snapshots on a timer: a driver killed between a trial's start and the next
     snapshot would lose that trial on resume while its MLflow run (and the searcher's record of it)
     already exist.
+
+    Each snapshot is written whole, so its cost grows with the trials already run. An ended trial's
+    windows of recent values per metric (Tune's ``metric_n_steps``, kept only to average the results
+    still to come, and a third of a trial's bytes in the snapshot) are dropped when it ends
+    (docs/performance.md).
     """
 
     def __init__(self):
@@ -34,6 +40,9 @@ class SnapshotOnAddScheduler(FIFOScheduler):
                       f"({reason}): if the driver is killed before the next save, that trial is lost and runs "
                       f"again on --resume", file=sys.stderr, flush=True)
         return trial
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        trial.run_metadata.metric_n_steps = {}  # an ended trial reports nothing more: its windows are dead weight
 
 
 class CellPruningScheduler(SnapshotOnAddScheduler):
