@@ -7,9 +7,8 @@ trial. So a trial is only ever compared with trials of its own cell: STN-C1's tr
 for being worse than STN-SL1's, and each cell's best trial trains to the end. Search trials train with
 seeds of their own (``study.search.samplers.search_seed``), never one of the final runs' seeds.
 
-A free slot goes to the cell with the most work left (its trials still to start × its measured trial
-time): the longest work starts first, so the study does not end on one long trial running alone.
-Once a cell's search is over, its final runs (val-best configuration × seeds) are scheduled in the
+A free slot goes to the cell that would end last (``study.search.slots``), so the study does not
+end on one long trial running alone. Once a cell's search is over, its final runs (val-best configuration × seeds) are scheduled in the
 same Tune run, into slots the other cells' search would leave idle (``overlap_final``); the final
 stage then runs only what is left.
 """
@@ -36,6 +35,7 @@ from study.search.record import (
     trial_handle,
 )
 from study.search.samplers import make_pruner, make_sampler, search_seed
+from study.search.slots import SlotPriority
 from study.state import read_deadline
 from study.trial_schema import cell_fields, constants, final_key, hparams_hash
 from trainables.outcome import Outcome
@@ -71,7 +71,7 @@ def fixed_recipe(space: SearchSpace) -> dict:
                                                    "batch_size": space.batch_size[0]}), space)
 
 
-class PerCellSearcher(Searcher):
+class PerCellSearcher(SlotPriority, Searcher):
     """One Optuna study per cell until each has ``trials_per_cell`` trials, then the cells' final runs.
 
     The per-cell studies live in Optuna's storage (``study.search.record``), written at every ask, report
@@ -165,63 +165,6 @@ class PerCellSearcher(Searcher):
             return []
         scheduled = self.finals_tried | self.finals_done
         return [c for c in self.final_configs(key, best_per_cell) if final_key(c) not in scheduled]
-
-    def _trial_estimate(self, key: str, measured: dict | None = None) -> float:
-        """A cell's mean ended-trial time; before one ended, its running trials' projected times (known from
-        their first epoch on, so a slow cell is seen as slow long before its first trial ends); before
-        that, the longest time known of any cell (or elapsed)."""
-        measured = measured if measured is not None else {k: self.seconds(k) for k in self.cells}
-        if measured[key]:
-            return sum(measured[key]) / len(measured[key])
-        projected = {t: per_epoch * self.cfg.epochs for t, (per_epoch, _) in self._pace.items() if t in self.live}
-        own = [p for t, p in projected.items() if self.live[t][0] == key]
-        if own:
-            return sum(own) / len(own)
-        known = [sum(s) / len(s) for s in measured.values() if s] + list(projected.values())
-        if not known:
-            return 1.0  # nothing measured yet: every cell alike (round-robin)
-        now = time.time()
-        elapsed = [now - self._suggested_at[t] for t, (cell, _) in self.live.items()
-                   if cell == key and t in self._suggested_at]
-        return max(known + elapsed)
-
-    def _left(self, key: str) -> dict[str, float]:
-        """What each of the cell's running search trials has left, from its pace (none measured yet: absent)."""
-        return {t: per_epoch * max(0, self.cfg.epochs - done) for t, (per_epoch, done) in self._pace.items()
-                if self.live.get(t, ("",))[0] == key}
-
-    def remaining_work(self, key: str, finals_ready: list[dict], measured: dict | None = None,
-                       started: int | None = None) -> float:
-        """The cell's work not yet done: trials still to start (and its final runs) at its trial estimate, plus
-        what its running search trials have left. The latter matters because a cell's final runs wait for
-        its last search trial: a cell whose search is still running is further from its end than its
-        unstarted trials alone say."""
-        estimate = self._trial_estimate(key, measured)
-        search_left = max(0, self.cfg.trials_per_cell - (self.started(key) if started is None else started))
-        finals_left = len(finals_ready) if search_left == 0 else len(self.cfg.final_seeds) * self.overlap_final
-        return sum(self._left(key).values()) + estimate * (search_left + finals_left * self._final_share)
-
-    @property
-    def _final_share(self) -> float:
-        """A final run's length in search trials."""
-        return (self.cfg.final_epochs or self.cfg.epochs) / self.cfg.epochs
-
-    def time_to_finish(self, key: str, finals_ready: list[dict], measured: dict | None = None,
-                       started: int | None = None) -> float:
-        """A lower bound on the time the cell still needs: its work left spread over every slot, or its chain,
-        whichever is longer. The chain is the longest of its search trials running or still to start, then
-        one final run (they wait for the search, and run side by side): work that cannot be split. A free
-        slot goes to the cell that would end last, so a long final run ready now is not left for the end
-        behind a cell with more, but shorter, trials (docs/performance.md)."""
-        estimate = self._trial_estimate(key, measured)
-        started = self.started(key) if started is None else started
-        left = self._left(key)
-        running = [left.get(t, estimate) for t, (cell, _) in self.live.items() if cell == key]
-        search = max(running + [estimate] * (started < self.cfg.trials_per_cell), default=0.0)
-        finals = bool(finals_ready) if not search else bool(self.cfg.final_seeds) and self.overlap_final
-        chain = search + estimate * self._final_share * finals
-        slots = self.cfg.max_concurrent_trials
-        return max(self.remaining_work(key, finals_ready, measured, started) / slots, chain)
 
     def suggest(self, trial_id: str):
         if self.budget_exhausted():  # time budget: schedule nothing new, finish cleanly
