@@ -190,11 +190,12 @@ class StudyDriver:
                 complete[-1] = True
                 self.save_state()
         searcher = PerCellSearcher(self.cfg, self.directory)
-        searcher.start_new_run()  # trials of an earlier run that never ended are lost, not counted
-        if searcher.remaining() and not searcher.budget_exhausted():
+        searcher.start_new_run()  # trials of an earlier run that never ended are suggested again first
+        if (searcher.remaining() or searcher.orphans()) and not searcher.budget_exhausted():
             searcher.finals_done |= self._finals_in_mlflow()  # a later search run must not repeat them early
             name = self._new_run(runs, complete, "search")
-            samples = searcher.remaining() + searcher.finals_bound()  # an upper bound: the searcher ends the run
+            # an upper bound: the searcher ends the run
+            samples = searcher.remaining() + len(searcher.orphans()) + searcher.finals_bound()
             stage = "search + final" if searcher.finals_bound() else "search"
             tuner = tune.Tuner(
                 self._tune_trainable(), param_space={},
@@ -263,7 +264,7 @@ class StudyDriver:
         try:
             searcher = self.search()
             self._raise_if_disk_short()
-            if searcher.budget_exhausted() and (searcher.remaining() or self.final_todo(searcher)):
+            if searcher.budget_exhausted() and (searcher.remaining() or searcher.orphans() or self.final_todo(searcher)):
                 status, state_status = "FINISHED", "budget-exhausted"
                 budget = f"of {self.max_hours:g} h " if self.max_hours is not None else ""  # a deadline file set by hand
                 self.say(f"time budget {budget}reached: no new trial (search or final) was started; "

@@ -1,9 +1,10 @@
 """The Ray Tune function trainable: wraps the loop, reports every epoch, keeps its state to resume from.
 
 It lives in ``study`` (orchestration), so that ``trainables`` stays pure PyTorch. After each epoch the
-loop's full state is written to the trial's own folder in the study's storage (``RESUME_FILE``, on
-the storage's filesystem: local, shared or S3), so a trial restarted after a crash, on any node,
-resumes at its last epoch. It is not a Tune checkpoint: Tune forces a snapshot of the whole
+loop's full state is written to the study's storage (``RESUME_DIR/<trial key>.pt``, on the storage's
+filesystem: local, shared or S3), so a trial restarted after a crash, on any node, resumes at its last
+epoch — also when Tune's own snapshot predates the trial and the searcher suggests it again under its
+key (``study.trial_schema.trial_key``). It is not a Tune checkpoint: Tune forces a snapshot of the whole
 experiment every few reported checkpoints (``CheckpointConfig.num_to_keep``), which costs in
 proportion to the number of trials at every epoch and made the driver's cost per result grow with
 the study (docs/performance.md). The final report carries the end-of-trial metrics and ``outcome``;
@@ -25,7 +26,7 @@ from ray import tune
 
 from study.prepare import source_root
 from study.tracking.contract import MODEL_FILE, SPEC_FILE
-from study.trial_schema import hparams
+from study.trial_schema import hparams, trial_key
 from trainables.data import data_source, load_data
 from trainables.figures import write_trial_figures
 from trainables.loop import TrainConfig, train
@@ -33,7 +34,8 @@ from trainables.outcome import Outcome
 from trainables.train_config import TRAIN_DEFAULTS
 
 STATE_FILE = "state.pt"  # in the final checkpoint: the end metrics, so a finished trial is never trained again
-RESUME_FILE = "resume-state.pt"  # in the trial's folder of the study's storage: the loop's state after its last epoch
+RESUME_DIR = "resume-state"  # in the study's storage: <trial key>.pt, the loop's state after the trial's last epoch
+RESUME_FILE = "resume-state.pt"  # in Tune's trial folder, for a trial run outside a study (no trial key)
 
 
 @functools.lru_cache(maxsize=4)
@@ -65,19 +67,21 @@ def _node_id() -> str:
     return ray.get_runtime_context().get_node_id()
 
 
-def _resume_file():
+def _resume_file(key: str | None):
     """The trial's resume state: (the storage's pyarrow filesystem, the file's path on it)."""
     from ray.train._internal.session import get_storage  # a DeveloperAPI (tests/test_private_apis.py)
 
     storage = get_storage()
-    return storage.storage_filesystem, f"{storage.trial_fs_path}/{RESUME_FILE}"
+    if key is None:
+        return storage.storage_filesystem, f"{storage.trial_fs_path}/{RESUME_FILE}"
+    return storage.storage_filesystem, f"{storage.storage_fs_path}/{RESUME_DIR}/{key}.pt"
 
 
-def save_resume(state: dict) -> None:
+def save_resume(state: dict, key: str | None) -> None:
     """Replace the trial's resume state whole: a reader sees the old state or the new, never a torn one."""
     import pyarrow.fs
 
-    fs, path = _resume_file()
+    fs, path = _resume_file(key)
     buffer = io.BytesIO()
     torch.save(state, buffer)
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
@@ -90,7 +94,7 @@ def save_resume(state: dict) -> None:
             out.write(buffer.getvalue())
 
 
-def load_resume() -> dict | None:
+def load_resume(key: str | None) -> dict | None:
     """What the trial resumes from: a finished trial's final checkpoint, else its last epoch's state, else None."""
     import pyarrow.fs
 
@@ -100,7 +104,7 @@ def load_resume() -> dict | None:
             path = Path(directory) / STATE_FILE
             if path.exists():
                 return torch.load(path, map_location="cpu", weights_only=False)
-    fs, path = _resume_file()
+    fs, path = _resume_file(key)
     if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
         return None
     with fs.open_input_stream(path) as stream:
@@ -113,10 +117,13 @@ def train_cell(config: dict) -> None:
     config = {**config, **config.get("spec", {})}
     torch.set_num_threads(int(config.get("threads") or 1))
     cfg = train_config(config)
-    resume = load_resume()
+    key = trial_key(config)
+    resume = load_resume(key)
     if resume is not None and resume.get("final"):
-        tune.report({"outcome": Outcome.COMPLETED, **resume["final"]})  # finished before an interruption
-        return
+        if config.get("stage") != "final" or tune.get_checkpoint() is not None:
+            tune.report({"outcome": Outcome.COMPLETED, **resume["final"]})  # finished before an interruption
+            return
+        resume = None  # a final run that ended unseen by Tune's snapshot: its model is in no checkpoint, train again
 
     restored_from = int(resume["epoch"]) if resume is not None else 0
 
@@ -124,7 +131,7 @@ def train_cell(config: dict) -> None:
         # reported first: ``tune.report`` returns once the driver has taken the result, so the state saved
         # after it never runs ahead of the record (a kill in between retrains this epoch, logged once)
         tune.report({**record, "restored_from_epoch": restored_from, "trial_seconds": time.perf_counter() - started})
-        save_resume(state())
+        save_resume(state(), key)
 
     splits = _splits(data_source(cfg.dataset), cfg.data_root)
     result = train(cfg, on_epoch=on_epoch, splits=splits, resume=resume)
@@ -142,4 +149,4 @@ def train_cell(config: dict) -> None:
             (Path(directory) / SPEC_FILE).write_text(json.dumps(spec))
         final["trial_seconds"] = time.perf_counter() - started
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(directory))
-    save_resume({"final": result.metrics, "epoch": cfg.epochs})  # the weights are in the final checkpoint: drop them here
+    save_resume({"final": result.metrics, "epoch": cfg.epochs}, key)  # the weights are in the final checkpoint: drop them here

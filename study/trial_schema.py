@@ -47,6 +47,22 @@ def final_key(config: dict) -> tuple:
     return (config["cell"], str(config["seed"]), tuple(str(config[k]) for k in HPARAM_KEYS))
 
 
+def trial_key(config: dict) -> str | None:
+    """A trial's identity across Tune runs and driver restarts, or None for a trial run outside a study.
+
+    A search trial is its cell's Optuna trial number, a final run its cell, seed and configuration. Its
+    MLflow run and its resume state are found by this key, not by Tune's trial id, so a trial started
+    after Tune's last snapshot, and suggested again on ``--resume`` under its own number (or, for a
+    final run, its own configuration), continues its run and its epochs instead of repeating them.
+    """
+    cell = config.get("cell", "").replace("/", "+")
+    if config.get("stage") == "search" and config.get("trial_number") is not None:
+        return f"{cell}+search-{config['trial_number']}"
+    if config.get("stage") == "final" and all(k in config for k in HPARAM_KEYS):
+        return f"{cell}+final-seed{config.get('seed', 0)}-{hparams_hash(config)}"
+    return None
+
+
 def mlflow_params(config: dict) -> dict[str, str]:
     from trainables.registry import parse_variant
 

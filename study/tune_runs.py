@@ -18,8 +18,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 # ... so the result grid Tune builds at the end of a run finds no result files: that is expected, not news
 logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-# Tune warns of any step of its loop over 0.5 s; the snapshot before each new trial (study.search.schedulers)
-# takes about that on 2 cores by design. A user's own threshold is kept; Tune reads it when it is imported.
+# Tune warns of any step of its loop over 0.5 s; the snapshot before each new final run (study.search.schedulers)
+# can take about that on 2 cores by design. A user's own threshold is kept; Tune reads it when it is imported.
 os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "5")
 warn_if_slow.DEFAULT_THRESHOLD = float(os.environ["TUNE_WARN_THRESHOLD_S"])
 

@@ -17,6 +17,7 @@ from conftest import MlflowServer, epochs_logged
 from mlflow.tracking import MlflowClient
 
 from study.report.data import load_study
+from study.trial import RESUME_DIR
 
 STUDY = ["--variants", "CNN", "--train-size", "256", "--set", "test_passes=1", "--set", "grace_period=20",
          "--final-seeds", "0", "--quiet"]
@@ -61,14 +62,12 @@ def assert_complete(uri: str, name: str, trials: int, epochs: int) -> None:
     assert client.get_run(study.parent_run_id).info.status == "FINISHED"
 
 
-def resumable_epoch(trial_dir) -> int:
-    """The last epoch a trial's resume state (study.trial.RESUME_FILE) holds, 0 while there is none."""
+def resumable_epoch(state_file) -> int:
+    """The last epoch a trial's resume state (study.trial.RESUME_DIR/<trial key>.pt) holds, 0 while there is none."""
     import torch
 
-    from study.trial import RESUME_FILE
-
     try:
-        return int(torch.load(trial_dir / RESUME_FILE, weights_only=False)["epoch"])
+        return int(torch.load(state_file, weights_only=False)["epoch"])
     except (OSError, EOFError, RuntimeError, KeyError):
         return 0
 
@@ -149,7 +148,7 @@ def test_a_lost_node_has_its_trials_rescheduled_and_finished(tmp_path):
                       "--storage-path", str(tmp_path / "shared"), env={"RAY_TMPDIR": os.environ["RAY_TMPDIR"]})
 
         def both_checkpointed() -> bool:  # a state, not a moment: each running trial has a state to resume from
-            trials = [t for t in (tmp_path / "shared").glob("*/search-1/train_cell*") if t.is_dir()]
+            trials = list((tmp_path / "shared").glob(f"*/{RESUME_DIR}/*+search-*.pt"))
             return len(trials) >= 2 and all(resumable_epoch(t) >= 2 for t in trials)
 
         wait_for(both_checkpointed, proc)  # 16 epochs (below the pruner's grace of 20): most of each trial is left

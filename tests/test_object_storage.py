@@ -144,7 +144,7 @@ def test_a_study_on_s3_is_killed_and_resumed_from_elsewhere_with_exactly_its_tri
     journal = optuna.storages.JournalStorage(SegmentedJournalBackend(StudyDir(f"s3://{s3.bucket}/studies", study_id),
                                                                          JOURNAL_FILE))
     trials = optuna.load_study(study_name=f"{study_id}/rotated-mnist/CNN", storage=journal).trials
-    assert len([t for t in trials if not t.user_attrs.get("lost")]) == 3
+    assert len(trials) == 3  # a trial Tune's snapshot missed was continued under its own number, not lost
     for folder in (first, second, third):  # nothing became a local "s3:" folder
         assert not list(folder.rglob("s3:*")) and not (folder / "mlflow_artifacts" / "tune").exists()
     listed = subprocess.run([sys.executable, "-m", "study.launch", "--list", "--storage-path",
@@ -174,7 +174,7 @@ def test_a_study_on_s3_is_killed_and_resumed_from_elsewhere_with_exactly_its_tri
     journal = optuna.storages.JournalStorage(SegmentedJournalBackend(StudyDir(f"s3://{s3.bucket}/studies", study_id),
                                                                          JOURNAL_FILE))
     trials = optuna.load_study(study_name=f"{study_id}/rotated-mnist/CNN", storage=journal).trials
-    assert len([t for t in trials if not t.user_attrs.get("lost")]) == 5
+    assert len(trials) == 5
 
 
 HOLD_LEASE = ("import sys, time; from study.paths import StudyDir; from study.lock import s3_lease\n"

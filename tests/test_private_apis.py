@@ -10,12 +10,14 @@ import ray
 
 
 def test_a_trial_can_find_its_folder_on_the_studys_storage_filesystem():
-    """study.trial: the resume state is written beside the trial's results, on the storage's own filesystem."""
+    """study.trial: the resume state is written in the study's storage (or the trial's folder), on the storage's
+    own filesystem."""
     from ray.train._internal import session
     from ray.train._internal.storage import StorageContext
 
     assert callable(session.get_storage)
-    assert isinstance(StorageContext.trial_fs_path, property) and "storage_filesystem" in inspect.signature(
+    assert isinstance(StorageContext.trial_fs_path, property) and "storage_fs_path" in inspect.getsource(StorageContext)
+    assert "storage_filesystem" in inspect.signature(
         StorageContext.__init__).parameters
 
 

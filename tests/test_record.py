@@ -67,17 +67,33 @@ def test_the_searcher_pickles_without_optuna_objects(tmp_path):
     assert again.studies["rotated-mnist/CNN"].trials[0].state == TrialState.RUNNING  # reopened from the journal
 
 
-def test_a_trial_lost_with_its_driver_is_failed_and_not_counted(tmp_path):
+def test_a_trial_no_tune_run_continued_is_suggested_again_under_its_own_number_seed_and_configuration(tmp_path):
     first = PerCellSearcher(config(variants=["CNN"]), tmp_path / STUDY)
     first.suggest("a")
     run_trial(first, "a", [0.5])
-    first.suggest("b")  # asked for, then the driver is SIGKILLed before Tune saved the trial
+    asked = first.suggest("b")  # asked for, then the driver is SIGKILLed before Tune saved any state with it
     second = PerCellSearcher(config(variants=["CNN"]), tmp_path / STUDY)
     second.start_new_run()
-    lost = second.studies["rotated-mnist/CNN"].trials[1]
-    assert lost.state == TrialState.FAIL and lost.user_attrs["lost"] is True
-    assert second.started("rotated-mnist/CNN") == 1 and second.remaining() == 2
-    assert second.counts()["rotated-mnist/CNN"] == {"running": 0, "complete": 1, "pruned": 0, "fail": 0}
+    assert second.orphans() == [("rotated-mnist/CNN", 1)] and second.remaining() == 1
+    again = second.suggest("b2")
+    assert again == asked  # the same trial: number, seed, hyper-parameters (so the same trial key)
+    assert second.orphans() == [] and second.live["b2"] == ("rotated-mnist/CNN", 1)
+    run_trial(second, "b2", [0.4, 0.3])
+    trial = second.studies["rotated-mnist/CNN"].trials[1]
+    assert trial.state == TrialState.COMPLETE and trial.value == 0.3 and trial.user_attrs["tune_trial_id"] == "b2"
+    assert second.counts()["rotated-mnist/CNN"] == {"running": 0, "complete": 2, "pruned": 0, "fail": 0}
+    assert second.suggest("c")["trial_number"] == 2
+
+
+def test_a_restored_run_suggests_again_only_what_its_snapshot_did_not_know(tmp_path):
+    searcher = PerCellSearcher(config(variants=["CNN"], trials_per_cell=4), tmp_path / STUDY)
+    searcher.suggest("a")
+    searcher.save(str(tmp_path / "snapshot"))  # Tune's last snapshot knows "a" only
+    late = searcher.suggest("b")
+    restored = pickle.loads(pickle.dumps(searcher))
+    restored.restore(str(tmp_path / "snapshot"))  # Tune continues "a" itself
+    assert restored.orphans() == [("rotated-mnist/CNN", 1)]
+    assert restored.suggest("b2") == late and restored.suggest("c")["trial_number"] == 2
 
 
 def test_a_trial_told_before_the_driver_died_keeps_its_record(tmp_path):
@@ -140,7 +156,8 @@ def test_a_postgres_database_holds_the_record_and_a_resumed_driver_reads_it(post
     resumed.start_new_run()
     study = optuna.load_study(study_name=f"{STUDY}/rotated-mnist/CNN", storage=url)
     assert study.best_value == 0.4 and study.best_trial.intermediate_values == {1: 0.5, 2: 0.4}
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]  # the lost one, not counted
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.RUNNING]
+    assert resumed.orphans() == [("rotated-mnist/CNN", 1)]  # suggested again first
     assert not (tmp_path / STUDY / JOURNAL_FILE).exists()
 
 

@@ -101,6 +101,40 @@ def test_driver_sigkill_then_resume_loses_and_repeats_nothing(tmp_path):
     print(json.dumps({"kill_to_finished_s": round(resumed_s, 1)}))
 
 
+def test_a_trial_tunes_snapshot_never_saw_continues_after_a_sigkill_under_its_own_number_and_run(tmp_path,
+                                                                                                 monkeypatch):
+    """Tune saves its state on a timer, not before each trial: with the timer off it never saves during the run,
+    so the trial running at the kill is one it does not know. The searcher suggests it again under its own
+    Optuna number; it continues its own MLflow run from its resume state."""
+    from test_faults import resumable_epoch
+
+    from study.trial import RESUME_DIR
+
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "100000000")  # the launched drivers inherit it
+    proc = launch(tmp_path, "--trials-per-cell", "3", "--final-seeds", "0", "--epochs", "10", wait=False)
+
+    def second_trial_midway() -> bool:  # a state, not a moment: trial 1 has epochs saved and ≥ 5 still to run
+        return 1 <= max((resumable_epoch(f) for f in (tmp_path / "tune").glob(f"*/{RESUME_DIR}/*+search-1.pt")),
+                        default=0) <= 5
+
+    wait_for(second_trial_midway, proc)
+    kill_tree(proc, signal.SIGKILL)
+    proc.wait(timeout=30)
+    code, out = launch(tmp_path, "--resume", "--epochs", "10")
+    assert code == 0, out
+    study, frame = runs(tmp_path)
+    search = frame[frame["stage"] == "search"]
+    assert len(search) == 3 and (frame["stage"] == "final").sum() == 1 and not (frame["status"] == "RUNNING").any()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    continued = client.search_runs([study.experiment_id], "tags.trial_key = 'rotated-mnist+CNN+search-1'")
+    assert len(continued) == 1 and continued[0].info.status == "FINISHED"
+    for run_id in search["run_id"]:  # every epoch of every trial once
+        assert [m.step for m in client.get_metric_history(run_id, "val_error")] == list(range(1, 11))
+    restored = [m.value for m in client.get_metric_history(continued[0].info.run_id, "restored_from_epoch")]
+    assert max(restored) >= 1  # continued from its resume state, not trained again from the start
+    assert find_state(tmp_path / "tune", None).status == "finished"
+
+
 def test_driver_sigkill_during_an_early_final_run_then_resume_finishes_it_once(tmp_path):
     proc = launch(tmp_path, "--trials-per-cell", "2", "--final-seeds", "0", wait=False)
     wait_for(lambda: completed_epochs(tmp_path) >= 10, proc)  # 2 search trials × 4 epochs, the final run at epoch 2+
@@ -233,9 +267,11 @@ def test_killed_trial_worker_resumes_from_its_checkpoint(tmp_path):
     # speed, once the trial has the state it needs (its resume state at epoch 3 or later), not after a guessed moment
     from test_faults import resumable_epoch
 
+    from study.trial import RESUME_DIR
+
     proc = launch(tmp_path, "--trials-per-cell", "1", "--epochs", "40", "--final-seeds", wait=False)
     # ... and the driver has taken three epochs' results (logged)
-    wait_for(lambda: any(resumable_epoch(t) >= 3 for t in (tmp_path / "tune").glob("*/search-1/*") if t.is_dir())
+    wait_for(lambda: any(resumable_epoch(t) >= 3 for t in (tmp_path / "tune").glob(f"*/{RESUME_DIR}/*.pt"))
              and completed_epochs(tmp_path) >= 3, proc)
     workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
                if "ImplicitFunc" in " ".join(p.cmdline())]  # this study's trial worker, no one else's

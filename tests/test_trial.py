@@ -5,12 +5,24 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import ray
 import torch
 from ray import tune
 
 from study.signals import fit
-from study.trial import MODEL_FILE, RESUME_FILE, SPEC_FILE, STATE_FILE, load_resume, save_resume, train_cell, train_config
+from study.trial import (
+    MODEL_FILE,
+    RESUME_DIR,
+    RESUME_FILE,
+    SPEC_FILE,
+    STATE_FILE,
+    load_resume,
+    save_resume,
+    train_cell,
+    train_config,
+)
+from study.trial_schema import trial_key
 from study.tune_runs import run_config
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -59,26 +71,49 @@ def test_a_final_trial_reports_each_epoch_then_its_outcome_figures_and_model(ray
     assert 0 < first["trial_seconds"] <= second["trial_seconds"]
     assert last["outcome"] == "completed" and last["node_id"] and 0 <= last["test_error"] <= 1
     assert {STATE_FILE, MODEL_FILE, SPEC_FILE, "figures.npz"} <= set(results.files)  # one checkpoint: the final
-    (trial_dir,) = results.trial_dirs
-    kept = torch.load(trial_dir / RESUME_FILE, weights_only=False)  # what a restart would resume from
+    # what a restart would resume from: in the study's storage, under the trial's key (not Tune's trial folder)
+    kept = torch.load(tmp_path / "tune" / RESUME_DIR / f"{trial_key(CONFIG)}.pt", weights_only=False)
     assert set(kept) == {"final", "epoch"} and kept["epoch"] == 2  # the weights are in the final checkpoint only
     assert kept["final"]["test_error"] == last["test_error"]
 
 
 def keeps_and_reads_its_state(config):  # sent to the worker by value: the tests folder is not importable there
     """Resume state through the storage: none at first, then what was saved, replaced whole."""
-    assert load_resume() is None
-    save_resume({"epoch": 1, "weights": torch.arange(3)})
-    save_resume({"epoch": 2, "weights": torch.arange(4)})
-    state = load_resume()
+    key = config["key"]
+    assert load_resume(key) is None
+    save_resume({"epoch": 1, "weights": torch.arange(3)}, key)
+    save_resume({"epoch": 2, "weights": torch.arange(4)}, key)
+    state = load_resume(key)
     tune.report({"epoch": state["epoch"], "weights": state["weights"].tolist()})
 
 
-def test_the_resume_state_round_trips_through_the_storage_and_is_replaced_whole(ray_local, tmp_path):
-    results = run_trial(tmp_path, keeps_and_reads_its_state, {})
+@pytest.mark.parametrize("key", [None, "rotated-mnist+CNN+search-3", "rotated-mnist+CNN+final-seed0-abc"])
+def test_the_resume_state_round_trips_through_the_storage_and_is_replaced_whole(ray_local, tmp_path, key):
+    results = run_trial(tmp_path, keeps_and_reads_its_state, {"key": key})
     assert [(r["epoch"], r["weights"]) for r in results.reports] == [(2, [0, 1, 2, 3])]
     (trial_dir,) = results.trial_dirs
-    assert sorted(p.name for p in trial_dir.iterdir() if p.name.startswith("resume")) == [RESUME_FILE]  # no leftovers
+    kept = sorted(p.name for p in trial_dir.iterdir() if p.name.startswith("resume"))
+    if key is None:  # a trial run outside a study: in Tune's trial folder
+        assert kept == [RESUME_FILE]  # no leftovers
+    else:  # a study's trial: under its key, where a later Tune run of the study finds it
+        assert kept == [] and sorted(p.name for p in (tmp_path / "tune" / RESUME_DIR).iterdir()) == [f"{key}.pt"]
+
+
+@pytest.mark.parametrize("stage", ["search", "final"])
+def test_a_trial_that_ended_unseen_by_tunes_snapshot_reports_its_end_or_retrains_for_its_model(ray_local, tmp_path,
+                                                                                                stage):
+    """Suggested again after a driver restart: a search trial's end stands; a final run's model is in no
+    checkpoint, so it trains again."""
+    config = {**CONFIG, "stage": stage, "trial_number": 4}
+    path = tmp_path / "tune" / RESUME_DIR / f"{trial_key(config)}.pt"
+    path.parent.mkdir(parents=True)
+    torch.save({"final": {"val_error": 0.125, "test_error": 0.25}, "epoch": 2}, path)
+    results = run_trial(tmp_path, train_cell, config)
+    epochs = [r["epoch"] for r in results.reports if "epoch" in r and not r.get("outcome")]
+    if stage == "search":
+        assert epochs == [] and results.reports[-1]["test_error"] == 0.25
+    else:
+        assert epochs == [1, 2] and MODEL_FILE in results.files and results.reports[-1]["test_error"] != 0.25
 
 
 def test_a_diverged_trial_reports_the_worst_val_error(ray_local, tmp_path):

@@ -33,7 +33,7 @@ def store(tmp_path):
 
 def trial(trial_id, stage="search", last=None, **config):
     config = {"cell": "rotated-mnist/STN-C1", "dataset": "rotated-mnist", "variant": "STN-C1", "stage": stage,
-              "seed": 3, "trial_number": 7, **HP, **config}
+              "seed": 3, "trial_number": trial_id, **HP, **config}  # each its own search trial
     made = Trial("train_cell", config=config, trial_id=trial_id, stub=True)
     made.run_metadata.last_result = last or {}
     return made
@@ -48,7 +48,7 @@ def run_of(store, trial_id):
 def test_a_trial_opens_one_child_run_with_the_tag_contract(store):
     client, spool, parent, _ = store
     tracker = TrialTracker(spool, parent, STUDY)
-    t = trial("t1", stage="final", selected_from=4)
+    t = trial("t1", stage="final", selected_from=4, trial_number=7)
     tracker.on_trial_start(0, [], t)
     tracker.on_trial_start(0, [], t)  # restarted after a crash: the same run
     assert spool.flush(30) == 0
@@ -56,7 +56,8 @@ def test_a_trial_opens_one_child_run_with_the_tag_contract(store):
     assert run.info.run_name == "rotated-mnist/STN-C1 final #7" and run.info.status == "RUNNING"
     assert {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.") or k == "mlflow.parentRunId"} == {
         "mlflow.parentRunId": parent, "study_id": STUDY, "cell": "rotated-mnist/STN-C1", "stage": "final", "seed": "3",
-        "trial_id": "t1", "outcome": "running", "hparams_hash": hparams_hash(HP), "selected_from_trial": "4"}
+        "trial_id": "t1", "trial_key": f"rotated-mnist+STN-C1+final-seed3-{hparams_hash(HP)}", "outcome": "running",
+        "hparams_hash": hparams_hash(HP), "selected_from_trial": "4"}
     assert run.data.params["variant"] == "STN-C1" and run.data.params["depth"] == "1"
 
 
@@ -129,3 +130,25 @@ def test_runs_still_open_at_the_end_are_killed_and_the_tracker_pickles_without_i
     copy = pickle.loads(pickle.dumps(tracker))  # Tuner.restore: the spool is looked up, not unpickled
     assert "spool" not in vars(copy) and copy.spool is spool
     assert tune.Callback in type(copy).__mro__
+
+
+def test_a_trial_suggested_again_under_a_new_tune_id_continues_its_own_run(store, tmp_path):
+    """A driver restarted after Tune's last snapshot missed the trial: another Tune trial, the same trial key."""
+    client, spool, parent, experiment = store
+    first = trial("t1", trial_number=5)
+    tracker = TrialTracker(spool, parent, STUDY)
+    tracker.on_trial_start(0, [], first)
+    tracker.on_trial_result(0, [], first, {"epoch": 1, "val_error": 0.5})
+    assert spool.flush(30) == 0
+    spool.close()
+    again = trial("t9", trial_number=5)
+    later_spool = TrackingSpool(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "spool-2", experiment, STUDY)
+    later = TrialTracker(later_spool, parent, STUDY)
+    later.on_trial_start(0, [], again)
+    for epoch, value in ((1, 0.5), (2, 0.4)):  # epoch 1 was logged before the restart: once
+        later.on_trial_result(0, [], again, {"epoch": epoch, "val_error": value})
+    later.on_trial_complete(0, [], trial("t9", trial_number=5, last={"outcome": "completed"}))
+    assert later_spool.flush(30) == 0
+    (run,) = client.search_runs([experiment], f"tags.study_id = '{STUDY}' and tags.stage = 'search'")
+    assert run.data.tags["trial_key"] == "rotated-mnist+STN-C1+search-5" and run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_error")] == [1, 2]

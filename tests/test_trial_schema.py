@@ -10,6 +10,7 @@ from study.trial_schema import (
     hparams,
     hparams_hash,
     mlflow_params,
+    trial_key,
 )
 
 HP = {"optimizer": "sgd", "lr": 0.01, "loc_lr_mult": 0.1, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 256}
@@ -48,3 +49,16 @@ def test_mlflow_params_spell_out_the_variant_as_strings():
     assert params["lr"] == "0.01" and params["epochs"] == "5" and "cell" not in params
     assert mlflow_params({**config, "variant": "CNN"})["depth"] == "none"
     assert all(isinstance(v, str) for v in params.values())
+
+
+def test_a_trial_key_is_its_cells_optuna_number_or_a_final_runs_seed_and_configuration():
+    hp = {"optimizer": "adam", "lr": 0.001, "loc_lr_mult": 1.0, "momentum": 0.0, "weight_decay": 0.0, "batch_size": 64}
+    search = {"cell": "rotated-mnist/STN-C1", "stage": "search", "trial_number": 12, "seed": 99, **hp}
+    assert trial_key(search) == "rotated-mnist+STN-C1+search-12"
+    assert trial_key({**search, "lr": 0.5, "seed": 1, "epochs": 3}) == trial_key(search)  # the number says it all
+    final = {**search, "stage": "final", "seed": 2}
+    assert trial_key(final) == f"rotated-mnist+STN-C1+final-seed2-{hparams_hash(hp)}"
+    assert trial_key({**final, "selected_from": 4, "epochs": 9}) == trial_key(final)
+    assert len({trial_key(final), trial_key({**final, "seed": 3}), trial_key({**final, "lr": 0.002})}) == 3
+    assert "/" not in trial_key(final)  # a file name in the study's storage
+    assert trial_key({"cell": "rotated-mnist/CNN", "stage": "search", **hp}) is None  # outside a study: no number

@@ -25,6 +25,7 @@ import torch
 from ray import tune
 
 from study.trial import STATE_FILE, load_resume, save_resume
+from study.trial_schema import trial_key
 
 
 def load_trial(config: dict) -> None:
@@ -35,7 +36,8 @@ def load_trial(config: dict) -> None:
     # the floor depends on the distance of lr from a sweet spot, so the searcher and pruner see a signal
     floor = 0.02 + 0.1 * abs(math.log10(float(config.get("lr", 1e-3))) + 3.0)
     epochs = int(config["epochs"])
-    resume = load_resume()
+    key = trial_key(config)
+    resume = load_resume(key)
     if resume is not None and resume.get("final"):
         tune.report({"outcome": "completed", **resume["final"]})
         return
@@ -46,12 +48,12 @@ def load_trial(config: dict) -> None:
         tune.report({"epoch": epoch, "train_loss": 2.3 * val_error, "val_error": val_error, "lr": 1e-3,
                      "epoch_seconds": 0.001, "images_per_s": 1e6, "restored_from_epoch": first - 1,
                      "trial_seconds": time.perf_counter() - started})
-        save_resume({"epoch": epoch, "weights": bytes(1024)})  # a small model's state, after the report as the trial's
+        save_resume({"epoch": epoch, "weights": bytes(1024)}, key)  # a small model's state, after the report as the trial's
     final = {"val_error": val_error, "test_error": val_error + 0.002, "trial_seconds": time.perf_counter() - started}
     with tempfile.TemporaryDirectory() as directory:
         torch.save({"final": final, "epoch": epochs}, Path(directory) / STATE_FILE)
         tune.report({"outcome": "completed", **final}, checkpoint=tune.Checkpoint.from_directory(directory))
-    save_resume({"final": final, "epoch": epochs})
+    save_resume({"final": final, "epoch": epochs}, key)
 
 
 class DriverMeter(tune.Callback):

@@ -7,8 +7,10 @@ Optuna's plots, optuna-dashboard. Only Optuna's public API is used here (the sto
 ask/tell, user attributes): nothing is pickled, so a study outlives an Optuna upgrade.
 
 Per trial the record holds the cell's Optuna params, its intermediate ``val_error`` per epoch, and as
-user attributes ``hparams`` (the full configuration), ``seed``, ``tune_trial_id``, ``trial_seconds`` and
-``lost`` (a trial whose driver died before Tune saved it; it does not count towards the cell's trials).
+user attributes ``hparams`` (the full configuration), ``seed``, ``tune_trial_id`` (its latest Tune trial)
+and ``trial_seconds``. A trial still running when its driver died is suggested again under its own
+number (``PerCellSearcher.orphans``); studies recorded by earlier versions may hold ``lost`` trials
+(failed instead), which do not count towards the cell's trials.
 """
 
 from __future__ import annotations
@@ -123,13 +125,9 @@ def trial_handle(storage: BaseStorage, study: optuna.Study, number: int) -> optu
     return optuna.Trial(study, _trial_id(storage, study, number))
 
 
-def mark_lost(storage: BaseStorage, study: optuna.Study, number: int) -> None:
-    """A trial asked for but never run to an end by a Tune run that is over: failed, and not counted."""
-    storage.set_trial_user_attr(_trial_id(storage, study, number), "lost", True)
-    study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
-
-
 def counted(trials) -> list:
+    """Trials that count towards a cell's budget: not those an earlier version marked ``lost`` (started
+    after Tune's last snapshot and never continued; now they are suggested again instead)."""
     return [t for t in trials if not t.user_attrs.get("lost")]
 
 

@@ -1,5 +1,5 @@
-"""Tune schedulers of a study: snapshot before a trial first starts, keep ended trials small in it, prune only
-within a cell."""
+"""Tune schedulers of a study: keep ended trials small in Tune's snapshot, prune only within a cell, and (final
+stage) snapshot before a trial first starts."""
 
 from __future__ import annotations
 
@@ -10,17 +10,26 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from study.search.searcher import METRIC, PerCellSearcher
 
 
-class SnapshotOnAddScheduler(FIFOScheduler):
-    """FIFO, but Tune's experiment state is saved before a new trial first starts.
+class CompactScheduler(FIFOScheduler):
+    """FIFO, with an ended trial's windows of recent values per metric dropped from Tune's snapshot.
+
+    Each snapshot is written whole, so its cost grows with the trials already run. Tune keeps the
+    last values of every metric (``metric_n_steps``) only to average the results still to come: an
+    ended trial has none, and they are a third of its bytes in every snapshot written after it
+    (docs/performance.md).
+    """
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        trial.run_metadata.metric_n_steps = {}  # an ended trial reports nothing more: its windows are dead weight
+
+
+class SnapshotOnAddScheduler(CompactScheduler):
+    """The final stage's: Tune's experiment state is saved before a new trial first starts.
 
     Tune otherwise snapshots on a timer: a driver killed between a trial's start and the next
-    snapshot would lose that trial on resume while its MLflow run (and the searcher's record of it)
-    already exist.
-
-    Each snapshot is written whole, so its cost grows with the trials already run. An ended trial's
-    windows of recent values per metric (Tune's ``metric_n_steps``, kept only to average the results
-    still to come, and a third of a trial's bytes in the snapshot) are dropped when it ends
-    (docs/performance.md).
+    snapshot would leave a final run Tune does not know on resume. A search run needs no such save
+    (its searcher suggests such trials again: ``PerCellSearcher.orphans``); the final stage's trials
+    are few.
     """
 
     def __init__(self):
@@ -41,11 +50,8 @@ class SnapshotOnAddScheduler(FIFOScheduler):
                       f"again on --resume", file=sys.stderr, flush=True)
         return trial
 
-    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
-        trial.run_metadata.metric_n_steps = {}  # an ended trial reports nothing more: its windows are dead weight
 
-
-class CellPruningScheduler(SnapshotOnAddScheduler):
+class CellPruningScheduler(CompactScheduler):
     """Stops a trial when its own cell's Optuna pruner says so; never compares across cells."""
 
     def __init__(self, searcher: PerCellSearcher):

@@ -27,7 +27,6 @@ from study.paths import StudyDir
 from study.search.record import (
     counted,
     flush_record,
-    mark_lost,
     open_cell_study,
     open_storage,
     running_trials,
@@ -104,11 +103,12 @@ class PerCellSearcher(SlotPriority, Searcher):
         self._trials: dict[str, optuna.Trial] = {}
         self._suggested_at: dict[str, float] = {}
         self._pace: dict[str, tuple[float, int]] = {}  # running search trial -> (its seconds per epoch, epochs done)
+        self._orphans: list[tuple[str, int]] | None = None  # read from the record at the first suggestion
 
     def __getstate__(self) -> dict:
         """Tune pickles the searcher with its run: the Optuna objects stay out, the storage is reopened."""
         state = self.__dict__.copy()
-        for name in ("storage", "studies", "_trials", "_suggested_at", "_pace"):
+        for name in ("storage", "studies", "_trials", "_suggested_at", "_pace", "_orphans"):
             state.pop(name, None)
         return state
 
@@ -121,7 +121,7 @@ class PerCellSearcher(SlotPriority, Searcher):
         return self.cfg.trials_per_cell * len(self.cells)
 
     def started(self, key: str) -> int:
-        """Trials of the cell so far, not counting trials lost to a killed driver before Tune saved them."""
+        """Trials of the cell so far (running ones included; not those an earlier version marked lost)."""
         return len(counted(self.studies[key].get_trials(deepcopy=False)))
 
     def seconds(self, key: str) -> list[float]:
@@ -166,9 +166,33 @@ class PerCellSearcher(SlotPriority, Searcher):
         scheduled = self.finals_tried | self.finals_done
         return [c for c in self.final_configs(key, best_per_cell) if final_key(c) not in scheduled]
 
+    def orphans(self) -> list[tuple[str, int]]:
+        """Search trials the record holds as running that no trial of this Tune run is: started after the last
+        snapshot Tune saved before its driver was stopped. They are suggested again first, each under its
+        own number, hyper-parameters and seed, and continue from their resume state (``trial_key``): Tune
+        need not save its whole state before every new trial (docs/performance.md)."""
+        if self._orphans is None:
+            known = set(self.live.values())
+            self._orphans = [(key, t.number) for key, study in self.studies.items()
+                             for t in running_trials(study) if (key, t.number) not in known]
+        return self._orphans
+
+    def _suggest_again(self, trial_id: str) -> dict:
+        key, number = self.orphans().pop(0)
+        trial = trial_handle(self.storage, self.studies[key], number)
+        attrs = self.storage.get_trial(trial._trial_id).user_attrs
+        trial.set_user_attr("tune_trial_id", trial_id)
+        self.live[trial_id] = (key, number)
+        self._trials[trial_id] = trial
+        self._suggested_at[trial_id] = time.time()
+        return {**constants(self.cfg, "search"), **cell_fields(self.cells[key]), "seed": attrs["seed"],
+                "trial_number": number, **attrs["hparams"]}
+
     def suggest(self, trial_id: str):
         if self.budget_exhausted():  # time budget: schedule nothing new, finish cleanly
             return Searcher.FINISHED
+        if self.orphans():
+            return self._suggest_again(trial_id)
         # each cell's trials are read once per suggestion (each read lists all of them): a suggestion's cost
         # grows with the study's trials, never with their square
         best = self.best_per_cell()
@@ -290,16 +314,13 @@ class PerCellSearcher(SlotPriority, Searcher):
         self.final_live = {t: _key(k) for t, k in state["final_live"].items()}
         self.finals_tried = {_key(k) for k in state["finals_tried"]}
         self.finals_done = {_key(k) for k in state["finals_done"]}
-        self._trials, self._suggested_at, self._pace = {}, {}, {}
+        self._trials, self._suggested_at, self._pace, self._orphans = {}, {}, {}, None
 
     def start_new_run(self) -> None:
-        """Before a new Tune run of the study: trials asked for by an earlier run that never ended are
-        lost (their driver was killed before Tune saved them) and do not count."""
-        for study in self.studies.values():
-            for trial in running_trials(study):
-                mark_lost(self.storage, study, trial.number)
-        flush_record(self.directory)
+        """Before a new Tune run of the study: search trials an earlier run started and never ended are its
+        first suggestions (``orphans``), each continuing from its resume state."""
         self.live, self.final_live, self.pruned = {}, {}, set()
+        self._orphans = None
 
     def save(self, checkpoint_path: str) -> None:
         """Tune saves its experiment state with this: the record first holds every trial that state names."""

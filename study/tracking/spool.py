@@ -6,7 +6,7 @@ the network. When the server is unreachable the thread keeps the updates in the 
 retries with back-off; when it answers again they are replayed in order. A driver that exits while
 the server is still down leaves the journal behind, and the next ``--resume`` of the study replays
 it before anything else. Updates are idempotent where a replay could repeat them: a trial's run is
-found by its ``trial_id`` tag before one is created, and an epoch already logged is skipped.
+found by its ``trial_key`` tag (``study.trial_schema.trial_key``) before one is created, and an epoch already logged is skipped.
 """
 
 from __future__ import annotations
@@ -211,7 +211,7 @@ class TrackingSpool:
         return self.runs[key]
 
     def _find(self, key: str) -> str | None:
-        runs = self.client.search_runs([self.experiment_id], f"tags.trial_id = '{key}' and "
+        runs = self.client.search_runs([self.experiment_id], f"tags.trial_key = '{key}' and "
                                        f"tags.study_id = '{self.study_id}'", max_results=1)
         return runs[0].info.run_id if runs else None
 

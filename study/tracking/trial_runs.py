@@ -18,7 +18,7 @@ import numpy as np
 from ray import tune
 
 from study.tracking.contract import ARTIFACT_FILES, FIGURES_PATH, MODEL_FILE, SPEC_FILE
-from study.trial_schema import HPARAM_KEYS, hparams_hash, mlflow_params
+from study.trial_schema import HPARAM_KEYS, hparams_hash, mlflow_params, trial_key
 from trainables.outcome import Outcome
 
 log = logging.getLogger(__name__)
@@ -48,20 +48,26 @@ class TrialTracker(tune.Callback):
         """Looked up, not stored: Tune pickles callbacks and ``Tuner.restore`` brings this one back."""
         return SPOOLS[self.study_id]
 
+    @staticmethod
+    def key(trial) -> str:
+        """The trial's run, across Tune runs and driver restarts: its trial key (``study.trial_schema``)."""
+        return trial_key({**trial.config, **trial.config.get("spec", {})}) or trial.trial_id
+
     def on_trial_start(self, iteration, trials, trial, **info):
-        if trial.trial_id in self.opened:
+        key = self.key(trial)
+        if key in self.opened:
             return
-        self.opened.add(trial.trial_id)
+        self.opened.add(key)
         config = {**trial.config, **trial.config.get("spec", {})}
         tags = {"mlflow.parentRunId": self.parent_run_id, "study_id": self.study_id, "cell": config["cell"],
                 "stage": config["stage"], "seed": str(config.get("seed", 0)), "trial_id": trial.trial_id,
-                "outcome": "running"}
+                "trial_key": key, "outcome": "running"}
         if all(k in config for k in HPARAM_KEYS):
             tags["hparams_hash"] = hparams_hash(config)  # which configuration: finals of a best share its hash
         if config["stage"] == "final" and "selected_from" in config:
             tags["selected_from_trial"] = str(config["selected_from"])
         name = f"{config['cell']} {config['stage']} #{config.get('trial_number', config.get('seed'))}"
-        self.spool.submit("open", key=trial.trial_id, run_name=name, tags=tags, params=mlflow_params(config))
+        self.spool.submit("open", key=key, run_name=name, tags=tags, params=mlflow_params(config))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         now = int(time.time() * 1000)
@@ -73,7 +79,7 @@ class TrialTracker(tune.Callback):
             values = {k: result[k] for k in EPOCH_METRICS if k in result}
             step = epoch = int(result.get("epoch", 0))
         if values:
-            self.spool.submit("metrics", key=trial.trial_id, epoch=epoch,
+            self.spool.submit("metrics", key=self.key(trial), epoch=epoch,
                               metrics=[[k, float(v), now, step] for k, v in values.items()])
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -88,23 +94,23 @@ class TrialTracker(tune.Callback):
         if outcome == Outcome.DIVERGED:
             tags["failure_reason"] = last.get("message", Outcome.DIVERGED)
         status = {Outcome.COMPLETED: "FINISHED", Outcome.PRUNED: "FINISHED", Outcome.DIVERGED: "FAILED", Outcome.STOPPED: "KILLED"}[outcome]
-        self.spool.submit("end", key=trial.trial_id, status=status, tags=tags)
+        self.spool.submit("end", key=self.key(trial), status=status, tags=tags)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         reason = (getattr(trial, "error_message", None) or "trial raised an error").strip().splitlines()[-1:]
-        self.spool.submit("end", key=trial.trial_id, status="FAILED",
+        self.spool.submit("end", key=self.key(trial), status="FAILED",
                           tags={"outcome": Outcome.FAILED, "failure_reason": reason[0] if reason else "error"})
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         """A worker or node died: Tune restarts the trial from its last checkpoint; the run says so."""
         reason = (getattr(trial, "error_message", None) or "worker lost").strip().splitlines()[-1:]
-        self.spool.submit("tags", key=trial.trial_id, tags={"restarts": str(trial.run_metadata.num_failures),
+        self.spool.submit("tags", key=self.key(trial), tags={"restarts": str(trial.run_metadata.num_failures),
                                                              "last_restart_reason": (reason or ["worker lost"])[0][:500]})
 
     def on_experiment_end(self, trials, **info):
         for trial in trials:  # anything still open was interrupted by the user or the time budget
-            if trial.trial_id in self.opened:
-                self.spool.submit("end", key=trial.trial_id, status="KILLED", only_if_running=True,
+            if self.key(trial) in self.opened:
+                self.spool.submit("end", key=self.key(trial), status="KILLED", only_if_running=True,
                                   tags={"outcome": "killed"})
 
     def _keep_checkpoint_files(self, trial) -> None:
@@ -114,8 +120,8 @@ class TrialTracker(tune.Callback):
         try:
             with checkpoint.as_directory() as directory:
                 files = [Path(directory) / name for name in ARTIFACT_FILES if (Path(directory) / name).exists()]
-                kept = self.spool.keep_files(files, trial.trial_id)
-            self.spool.submit("files", key=trial.trial_id, dir=str(kept), artifact_path=FIGURES_PATH)
+                kept = self.spool.keep_files(files, self.key(trial))
+            self.spool.submit("files", key=self.key(trial), dir=str(kept), artifact_path=FIGURES_PATH)
         except Exception as err:  # artifacts are best effort: never fail a finished trial over them
             log.warning("could not keep the artifacts of %s: %s", trial.trial_id, err)
 
