@@ -17,8 +17,9 @@ def server(tmp_path):
 
 
 def open_run(spool: TrackingSpool, key: str) -> None:
-    spool.submit("open", key=key, run_name=key, tags={"study_id": "s1", "trial_id": key, "outcome": "running"},
-                 params={"lr": "0.01"})
+    """As the driver opens a trial's run: found again by its ``trial_key`` tag (``study.trial_schema.trial_key``)."""
+    spool.submit("open", key=key, run_name=key, tags={"study_id": "s1", "trial_id": f"id-{key}", "trial_key": key,
+                                                      "outcome": "running"}, params={"lr": "0.01"})
 
 
 def epoch(spool: TrackingSpool, key: str, step: int) -> None:
@@ -26,7 +27,7 @@ def epoch(spool: TrackingSpool, key: str, step: int) -> None:
 
 
 def run_of(client: MlflowClient, experiment_id: str, key: str):
-    (run,) = client.search_runs([experiment_id], f"tags.trial_id = '{key}'")
+    (run,) = client.search_runs([experiment_id], f"tags.trial_key = '{key}'")
     return run
 
 
@@ -74,15 +75,30 @@ def test_updates_left_by_a_driver_are_replayed_by_the_next_one(tmp_path):
         run = run_of(client, "0", "t1")
         assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == "NaN loss"
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val_error")] == [1]
-        # replaying twice changes nothing: the run is found by its trial_id, the epoch is skipped
+        # replaying twice changes nothing: the run is found by its trial key, the epoch is skipped
         open_run(again, "t1")
         epoch(again, "t1", 1)
         assert again.flush(timeout=30) == 0
-        assert len(client.search_runs(["0"], "tags.trial_id = 't1'")) == 1
+        assert len(client.search_runs(["0"], "tags.trial_key = 't1'")) == 1
         assert len(client.get_metric_history(run.info.run_id, "val_error")) == 1
         again.close()
     finally:
         server.stop()
+
+
+def test_an_update_spooled_by_an_earlier_version_finds_its_run_by_tune_trial_id(tmp_path):
+    """Before trial keys, a run was found by its Tune trial id: a journal left then still reaches its run."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("earlier")
+    run = client.create_run(experiment, tags={"study_id": "s1", "trial_id": "a1b2c3d4", "outcome": "running"})
+    spool = TrackingSpool(uri, tmp_path / "spool", experiment, "s1", say=lambda _: None)
+    epoch(spool, "a1b2c3d4", 1)
+    spool.submit("end", key="a1b2c3d4", status="FINISHED", tags={"outcome": "completed"})
+    assert spool.flush(timeout=30) == 0
+    spool.close()
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_error")] == [1]
 
 
 def test_a_request_the_server_refuses_is_dropped_not_retried_forever(server, tmp_path):

@@ -211,9 +211,13 @@ class TrackingSpool:
         return self.runs[key]
 
     def _find(self, key: str) -> str | None:
-        runs = self.client.search_runs([self.experiment_id], f"tags.trial_key = '{key}' and "
-                                       f"tags.study_id = '{self.study_id}'", max_results=1)
-        return runs[0].info.run_id if runs else None
+        # a Tune trial id as the key (no "+"): a trial outside a study, or an update spooled by an earlier version
+        for tag in ("trial_key",) if "+" in key else ("trial_key", "trial_id"):
+            runs = self.client.search_runs([self.experiment_id], f"tags.{tag} = '{key}' and "
+                                           f"tags.study_id = '{self.study_id}'", max_results=1)
+            if runs:
+                return runs[0].info.run_id
+        return None
 
     def _attach(self, key: str, run_id: str) -> None:
         self.runs[key] = run_id
