@@ -179,8 +179,8 @@ class PerCellSearcher(SlotPriority, Searcher):
 
     def _suggest_again(self, trial_id: str) -> dict:
         key, number = self.orphans().pop(0)
+        attrs = next(t.user_attrs for t in running_trials(self.studies[key]) if t.number == number)
         trial = trial_handle(self.storage, self.studies[key], number)
-        attrs = self.storage.get_trial(trial._trial_id).user_attrs
         trial.set_user_attr("tune_trial_id", trial_id)
         self.live[trial_id] = (key, number)
         self._trials[trial_id] = trial
