@@ -19,6 +19,7 @@ from study.tracking.store import (
     open_client,
     provenance_tags,
     resolve_tracking_uri,
+    schema_head,
     start_parent_run,
 )
 
@@ -63,7 +64,7 @@ def test_a_new_store_opens_at_its_schema_head_and_holds_the_experiment_and_paren
     path = tmp_path / "mlflow.db"
     assert _schema_version(path) is None and not path.exists()  # read without creating the file
     client = open_client(f"sqlite:///{path}")
-    assert _schema_version(path) and not list(tmp_path.glob(".mlflow.db.*"))  # published, the one built aside gone
+    assert _schema_version(path) == schema_head() and not list(tmp_path.glob(".mlflow.db.*"))  # published, aside gone
     exp = ensure_experiment(client, "study", (tmp_path / "artifacts").as_uri())
     assert ensure_experiment(client, "study", None) == exp  # the second time: the same experiment
     run_id = start_parent_run(client, exp, "s-1", "name: s\n", {"git_commit": "none"}, "a note")

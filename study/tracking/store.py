@@ -65,13 +65,33 @@ def _schema_version(path: Path) -> str | None:
         return None  # no file, an empty one, or one whose schema another client is creating
 
 
-def _publish_new_store(path: Path) -> str:
+def schema_head() -> str:
+    """The newest schema revision this MLflow writes, read from its migration scripts (no database)."""
+    import mlflow.store.db_migrations
+    from alembic.script import ScriptDirectory
+
+    heads = ScriptDirectory(os.path.dirname(mlflow.store.db_migrations.__file__)).get_heads()
+    if len(heads) != 1:
+        raise TrackingError(f"tracking_uri: this MLflow's migration scripts have {len(heads)} heads ({heads}), expected 1")
+    return heads[0]
+
+
+# What a client sees when it opens a sqlite store whose schema another client is creating at that moment.
+CONCURRENT_MIGRATION = ("duplicate column name", "already exists", "online migration expected to match one row",
+                        "no such table", "no such column", "database is locked")
+
+
+def _racing(err: BaseException) -> bool:
+    return any(text in f"{err}".lower() for text in CONCURRENT_MIGRATION)
+
+
+def _publish_new_store(path: Path) -> None:
     """Create a complete store beside ``path`` and hard-link it into place unless a file is there.
 
     MLflow creates a new store's schema at its first open; two clients doing that at once apply the
     same migrations, and the store can end half-migrated for good ("no such column"). Built aside
     and published in one ``link``, our schema never races another client's: whoever created the
-    file first migrates it alone. Returns the schema's head revision.
+    file first migrates it alone.
     """
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
@@ -79,39 +99,59 @@ def _publish_new_store(path: Path) -> str:
     aside.unlink(missing_ok=True)
     try:
         SqlAlchemyStore(f"sqlite:///{aside}", aside.parent.as_uri()).engine.dispose()  # closed: all on disk
-        head = _schema_version(aside)
         try:
             os.link(aside, path)
         except FileExistsError:
             pass  # another client opened the path first: it creates the schema, we wait for it
-        return head
     finally:
         aside.unlink(missing_ok=True)
 
 
-def open_client(uri: str, wait_s: float = 60.0) -> MlflowClient:
-    """An MlflowClient whose store is open at its schema's head, even while another client (an ``mlflow
-    ui``, a second driver) opens the same new sqlite store; a failure is one line naming what to do."""
+def _wait_for_head(path: Path, head: str, deadline: float, stall_s: float) -> None:
+    """Wait while another client migrates the store: until it reaches ``head``, stops moving for
+    ``stall_s`` (an old store nobody is upgrading: MLflow then says what to run), or the deadline."""
+    last, moved = _schema_version(path), time.monotonic()
+    while last != head and time.monotonic() < deadline and time.monotonic() - moved < stall_s:
+        time.sleep(0.1)
+        version = _schema_version(path)
+        if version != last:
+            last, moved = version, time.monotonic()
+
+
+def open_client(uri: str, wait_s: float = 60.0, stall_s: float = 10.0) -> MlflowClient:
+    """An MlflowClient whose store is open at its schema's head, even while other clients (an ``mlflow
+    ui``, a second driver) create the same new sqlite store; a failure is one line naming what to do.
+
+    Our client never migrates a sqlite store another client is migrating: a new store is built aside
+    and linked in, and a store below the head waits until its migrating client is done. An open that
+    still meets a concurrent migration's error (a foreign client linked nothing and raced its peers)
+    waits for the head and tries again, until ``wait_s``.
+    """
     from mlflow.tracking import MlflowClient
 
     path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
-    if path is not None and _schema_version(path) is None:
-        head = _publish_new_store(path)
-        deadline = time.monotonic() + wait_s
-        while _schema_version(path) != head and time.monotonic() < deadline:
-            time.sleep(0.2)  # the file is another client's, still migrating
-        if _schema_version(path) != head:
-            raise TrackingError(f"tracking_uri: the MLflow store {path} did not reach schema {head} within {wait_s:g} s "
-                                f"(another program created it and did not finish, or left it broken): stop that "
-                                f"program, move the file away and start again")
-    try:
-        client = MlflowClient(uri)
-        client.search_experiments(max_results=1)  # opens the store now: its schema is checked here, not mid-study
-        return client
-    except Exception as err:  # noqa: BLE001 - one line instead of a traceback
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise TrackingError(f"tracking_uri: cannot open the MLflow store {uri} ({type(err).__name__}: {first}); check "
-                            f"the --tracking-uri (or tracking_uri) and that this user can write there") from None
+    deadline = time.monotonic() + wait_s
+    head = schema_head() if path is not None else None
+    while True:
+        if path is not None and _schema_version(path) != head:
+            if _schema_version(path) is None and (not path.exists() or path.stat().st_size == 0):
+                _publish_new_store(path)
+            _wait_for_head(path, head, deadline, stall_s)
+            if _schema_version(path) is None:
+                raise TrackingError(f"tracking_uri: the MLflow store {path} did not reach schema {head} within "
+                                    f"{wait_s:g} s (another program created it and did not finish, or left it broken, "
+                                    f"or it is no MLflow store): stop that program, move the file away and start again")
+        try:
+            client = MlflowClient(uri)
+            client.search_experiments(max_results=1)  # opens the store now: its schema is checked here, not mid-study
+            return client
+        except Exception as err:  # noqa: BLE001 - one line instead of a traceback
+            if path is not None and _racing(err) and time.monotonic() < deadline:
+                time.sleep(0.2)  # another client's migration is under way: wait for its head, then open again
+                continue
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise TrackingError(f"tracking_uri: cannot open the MLflow store {uri} ({type(err).__name__}: {first}); "
+                                f"check the --tracking-uri (or tracking_uri) and that this user can write there") from None
 
 
 def artifact_root_for(uri: str, default_root: Path) -> str | None:
@@ -122,10 +162,18 @@ def artifact_root_for(uri: str, default_root: Path) -> str | None:
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
+    """The experiment named ``name``, created if missing; another client creating it at once is no error."""
+    from mlflow.exceptions import MlflowException
+
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        return client.create_experiment(name, artifact_location=artifact_location,
-                                        tags={"mlflow.experimentKind": "custom_model_development"})
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location,
+                                            tags={"mlflow.experimentKind": "custom_model_development"})
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS" or client.get_experiment_by_name(name) is None:
+                raise
+            experiment = client.get_experiment_by_name(name)  # created by another client in between
     client.set_experiment_tag(experiment.experiment_id, "mlflow.experimentKind", "custom_model_development")
     return experiment.experiment_id
 
