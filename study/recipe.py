@@ -66,6 +66,8 @@ def command(point: dict, args: argparse.Namespace, out: Path) -> list[str]:
            "--threads", "1", "--test-passes", str(args.test_passes), "--out", str(out)]
     if args.train_size:
         cmd += ["--train-size", str(args.train_size)]
+    if args.data_root:
+        cmd += ["--data-root", args.data_root]
     for axis in AXES:
         flag = "--" + axis.replace("_", "-")
         value = point[axis]
@@ -196,6 +198,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", nargs="+", type=int, default=[1])
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--train-size", type=int, default=None)
+    p.add_argument("--data-root", default=None, help="torchvision's MNIST files (default: the embedded subset)")
     p.add_argument("--test-passes", type=int, default=2)
     p.add_argument("--parallel", type=int, default=2, help="trainings at once (one CPU thread each)")
     p.add_argument("--checkpoints", nargs="+", type=int, default=[10, 25, 50, 100, 200])

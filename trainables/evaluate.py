@@ -10,6 +10,8 @@ counts as right only when every position is (sequence accuracy).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -35,6 +37,18 @@ def alignment(kind: str, applied: torch.Tensor, theta: torch.Tensor, labels: tor
     if kind == "rotation":
         out[f"angle_slope{suffix}"], out[f"angle_intercept{suffix}"] = metrics.deming(t, p)
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def untouched_pose_sd(dataset: str, draws: int = 20_000) -> float:
+    """The pose SD of an ST that does nothing (θ = identity, predicted pose 0): the spread of the applied
+    transforms alone, from the evaluation draws' own distribution, in the dataset's pose unit."""
+    spec = dataset_spec(dataset)
+    if not spec.pose_kind:
+        raise ValueError(f"dataset {dataset} has no pose: no untouched pose SD")
+    distortion = spec.eval_distortion()
+    params = distortion.sample(draws, generator(stream_seed(EVAL_SEED, "untouched"), "cpu"), "cpu")
+    return metrics.pose_sd(metrics.applied_pose(spec.pose_kind, params).cpu().numpy(), [0] * draws)
 
 
 def validate(model: STNClassifier, splits: MnistSplits, batch_size: int = 500) -> dict[str, float]:

@@ -36,6 +36,7 @@ from study.report.figures import (
     fig3_angle_plots,
     learning_curves_figure,
 )
+from study.report.seeds import did_not_learn, seeds_table
 from study.report.tables import Table, accuracy_table, alignment_table, eq1_table, random_reference
 from trainables.datasets import DEEP, dataset_spec
 from trainables.outcome import Outcome
@@ -143,7 +144,10 @@ def build_report(tracking_uri: str, wanted: str | None = None, out: str | None =
     directory = out_dir_for(study.study_id, out)
     directory.mkdir(parents=True, exist_ok=True)
     reference = random_reference(tuple(datasets_in(study.runs)))
-    tables = [accuracy_table(study.runs, pair), alignment_table(study.runs, pair), eq1_table(study.runs, reference),
+    alignment = alignment_table(study.runs, pair)
+    failed_seeds = did_not_learn(study.runs)
+    alignment.notes.insert(0, failed_seeds)  # seen beside the means, not only in the per-run table
+    tables = [accuracy_table(study.runs, pair), alignment, seeds_table(study.runs), eq1_table(study.runs, reference),
               *depth_tables(study.runs)]
     markdown = [f"## Study {study.study_id} ({study.name})\n"]
     for table in tables:
@@ -163,6 +167,7 @@ def build_report(tracking_uri: str, wanted: str | None = None, out: str | None =
     (directory / "report.html").write_text(html_page(study, tables, figures))
     if not quiet:
         print("\n".join(markdown))
+        print(failed_seeds)
         print(f"report written to {directory}")
     if log_to_parent:
         client.log_artifacts(study.parent_run_id, str(directory), "report")
