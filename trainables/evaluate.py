@@ -64,8 +64,9 @@ def validate(model: STNClassifier, splits: MnistSplits, batch_size: int = 500) -
     was_training = model.training
     model.eval()
     wrong, applied, thetas, labels = 0, [], [], []
+    alive = _HeadActivity(model)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), alive:
             for images, y, params in stream.batches(stream_seed(EVAL_SEED, "val")):
                 details = model.forward_details(images)
                 wrong += metrics.wrong(details.logits, y)
@@ -83,7 +84,37 @@ def validate(model: STNClassifier, splits: MnistSplits, batch_size: int = 500) -
             out["val_angle_slope"] = pose["angle_slope"]
         if model.st_transform != "translation":  # which directions θ moves in (rotation, scale, shear, shift)
             out.update({f"val_{k}": v for k, v in metrics.theta_spread(torch.cat(thetas)).items()})
+    if alive.units is not None:
+        out["val_loc_alive"] = alive.fraction()
     return out
+
+
+class _HeadActivity:
+    """Which of the localisation head's last units fire for at least one val image (first ST).
+
+    θ's parameter layer is zero-initialised and reads only these units: when every one of them is
+    dead (a ReLU at 0 for every input), θ is the same for every image and gets no gradient that could
+    make it depend on the input again — the "constant output" collapse, visible here from epoch 1.
+    """
+
+    def __init__(self, model: STNClassifier):
+        self.model, self.units, self.handle = model, None, None
+
+    def _hook(self, _module, _inputs, output):
+        fired = (output.flatten(1) > 0).any(0)
+        self.units = fired if self.units is None else self.units | fired
+
+    def __enter__(self):
+        if self.model.localisation is not None:
+            self.handle = self.model.localisation.head.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *_exc):
+        if self.handle is not None:
+            self.handle.remove()
+
+    def fraction(self) -> float:
+        return float(self.units.float().mean())
 
 
 def _stream(images, labels, distortion, batch_size: int, splits: MnistSplits) -> DistortedStream:

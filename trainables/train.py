@@ -80,6 +80,8 @@ def _fmt(record: dict, epochs: int, elapsed: float) -> str:
     theta = (f"  θ sd: angle {record['val_theta_angle_sd']:.1f}° log2 scale {record['val_theta_log2_scale_sd']:.3f} "
              f"shear {record['val_theta_shear_rms']:.3f} shift {record['val_theta_shift_sd']:.3f}"
              if "val_theta_angle_sd" in record else "")
+    if "val_loc_alive" in record:
+        theta += f"  loc units alive {100 * record['val_loc_alive']:.0f}%"
     return (f"epoch {record['epoch']:>3}/{epochs} step {record['step']}  loss {record['train_loss']:.4f}  "
             f"val {100 * record['val_error']:5.2f}%{pose}{slope}{theta}  lr {record['lr']:.2g}  "
             f"{record['images_per_s']:,.0f} img/s  {elapsed:,.0f}s")

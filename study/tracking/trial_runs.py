@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 EPOCH_METRICS = ("train_loss", "val_error", "val_pose_sd", "val_angle_slope", "images_per_s", "lr", "epoch_seconds",
                  "restored_from_epoch", "trial_seconds")
+VALIDATION_PREFIX = "val_"  # every per-epoch validation diagnostic the trainable reports (θ's spread, live units) is logged
 
 SPOOLS: dict = {}  # study id -> the driver's TrackingSpool for it
 
@@ -76,7 +77,8 @@ class TrialTracker(tune.Callback):
                       and not isinstance(v, bool)}
             step, epoch = int(result.get("epochs_completed", result.get("epoch", 0))), None
         else:
-            values = {k: result[k] for k in EPOCH_METRICS if k in result}
+            values = {k: v for k, v in result.items() if (k in EPOCH_METRICS or k.startswith(VALIDATION_PREFIX))
+                      and isinstance(v, (int, float)) and not isinstance(v, bool)}
             step = epoch = int(result.get("epoch", 0))
         if values:
             self.spool.submit("metrics", key=self.key(trial), epoch=epoch,
