@@ -29,9 +29,12 @@ def run(cfg: StudyConfig, quiet: bool = False, report: bool = True, max_hours: f
     ``trainable`` and ``callbacks`` replace the trial's function and add Tune callbacks (the driver benchmark)."""
     driver = StudyDriver(cfg, quiet, report, max_hours, address, cluster, trainable, callbacks)
     with graceful_stop():  # SIGTERM / SIGHUP: like Ctrl-C
-        state = driver.start()
-        with one_driver(driver.directory, state.study_id):
-            return driver.execute()
+        try:
+            state = driver.start()
+            with one_driver(driver.directory, state.study_id):
+                return driver.execute()
+        finally:
+            driver.shutdown()  # also when it stopped before execute (another driver holds the study)
 
 
 def resume(wanted: str | None, changes: dict | None = None, storage_path: str | None = None, quiet: bool = False,
@@ -51,6 +54,9 @@ def resume(wanted: str | None, changes: dict | None = None, storage_path: str | 
     cfg = resumed_config(state, {**where, **(changes or {})}, names)
     driver = StudyDriver(cfg, quiet, report, max_hours, address, cluster, trainable)
     with graceful_stop(), one_driver(study_dir(root, state.study_id), state.study_id):
-        driver.attach(state)
-        driver.record_config()  # every check passed: now the extension is a fact of the study
-        return driver.execute()
+        try:
+            driver.attach(state)
+            driver.record_config()  # every check passed: now the extension is a fact of the study
+            return driver.execute()
+        finally:
+            driver.shutdown()

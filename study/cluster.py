@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -81,29 +82,32 @@ def connect(address: str | None) -> None:
                            f"`ray start --head` or pass --address host:6379") from None
 
 
-def _check_token(gcs_address: str, target: str, timeout: float = 5.0) -> None:
-    """A wrong or missing token: one line in under a second (ray.init would log and retry for ~20 s).
+_TOKEN_PROBE = """
+import sys
+from ray._raylet import GcsClient
+from ray.exceptions import AuthenticationError
+try:
+    GcsClient(address=sys.argv[1])
+except AuthenticationError:
+    sys.exit(3)
+except Exception:
+    sys.exit(0)
+"""
+TOKEN_REFUSED = 3
 
-    Asked in a helper thread with a time limit: a port that is not a GCS makes the client wait ~40 s,
-    and anything but a clear refusal is left for ``ray.init`` to report.
+
+def _check_token(gcs_address: str, target: str, timeout: float = 10.0) -> None:
+    """A wrong or missing token: one line in a second or two (ray.init would log and retry for ~20 s).
+
+    Asked in a child process with a time limit, killed when it is up: a port that is not a GCS makes
+    the client wait ~40 s, and a thread could not be stopped. Anything but a clear refusal is left for
+    ``ray.init`` to report (older Ray without token auth, not a GCS, no answer in time).
     """
-    refused = []
-
-    def ask() -> None:
-        try:
-            from ray._raylet import GcsClient
-            from ray.exceptions import AuthenticationError
-
-            try:
-                GcsClient(address=gcs_address)
-            except AuthenticationError:
-                refused.append(True)
-        except Exception:  # noqa: BLE001 - older Ray without token auth, or not a GCS
-            pass
-
-    thread = threading.Thread(target=ask, daemon=True)
-    thread.start()
-    thread.join(timeout)
+    try:
+        refused = subprocess.run([sys.executable, "-c", _TOKEN_PROBE, gcs_address], capture_output=True,
+                                 timeout=timeout).returncode == TOKEN_REFUSED
+    except subprocess.TimeoutExpired:
+        refused = False
     if refused:
         raise ClusterError(f"cluster: the Ray cluster at {target!r} refused our token: set RAY_AUTH_TOKEN (or "
                            f"~/.ray/auth_token) to the cluster's token")

@@ -23,7 +23,7 @@ from study.config import StudyConfig
 from study.disk import DiskGuard, check_free_space
 from study.paths import StudyDir, artifacts_root, new_study_id, storage_root
 from study.progress import Progress
-from study.search.record import flush_record
+from study.search.record import close_record, flush_record
 from study.search.schedulers import CellPruningScheduler, SnapshotOnAddScheduler
 from study.search.searcher import PerCellSearcher
 from study.search.segments import RecordConflict
@@ -59,6 +59,7 @@ class StudyDriver:
         self.tracking_uri = resolve_tracking_uri(cfg)
         self.storage = storage_root(cfg.storage_path)  # a local path or an object-store URI
         self.state: StudyState | None = None
+        self.spool = None
         self.guard = DiskGuard(self.watched_paths(), cfg.min_free_gb)
 
     def say(self, text: str) -> None:
@@ -299,7 +300,27 @@ class StudyDriver:
             print(f"error: {err}", file=sys.stderr, flush=True)
         self.save_state()
         self.spool.submit("end", run_id=self.state.parent_run_id, status=status, tags={"study_status": state_status})
-        self.flush_tracking(wait=ran_through)
+        try:
+            self.flush_tracking(wait=ran_through)
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        """Stop the driver's threads (idempotent, on every path): the spool's, whose unsent updates stay in
+        its journal for the next resume, and the record's writer, which first writes what is queued."""
+        from study.tracking.trial_runs import SPOOLS
+
+        try:
+            if self.state is not None:
+                close_record(self.directory)
+        except RecordConflict as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+        finally:
+            if self.spool is not None:
+                self.spool.close()
+                if SPOOLS.get(self.state.study_id) is self.spool:
+                    del SPOOLS[self.state.study_id]
+                self.spool = None
 
     def _raise_if_disk_short(self) -> None:
         """The guard tripped on a stage's very last result (nothing left to interrupt): still stop."""

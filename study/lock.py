@@ -122,6 +122,8 @@ def s3_lease(directory, study_id: str):
     import threading
     import uuid
 
+    from study.threads import start_thread
+
     token, started = uuid.uuid4().hex, time.strftime("%Y-%m-%d %H:%M:%S")
     etag = _take(directory, study_id, token, started)
     done = threading.Event()
@@ -136,13 +138,12 @@ def s3_lease(directory, study_id: str):
                 return
             etag = new
 
-    thread = threading.Thread(target=renew, name="study-lease", daemon=True)
-    thread.start()
+    thread = start_thread(renew, "study-lease")
     try:
         yield
     finally:
         done.set()
-        thread.join(timeout=10)
+        thread.join()  # at most one conditional PUT in flight
         held = directory.read_versioned(LEASE_FILE)
         if held is not None and json.loads(held[0]).get("token") == token:
             directory.delete(LEASE_FILE)

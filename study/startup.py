@@ -15,6 +15,7 @@ from study.config import StudyConfig
 from study.paths import is_remote
 from study.prepare import prepare, provenance
 from study.signals import STOP
+from study.threads import THREAD_PREFIX
 from study.tracking.store import check_tracking_uri, ensure_experiment, open_client
 
 
@@ -95,7 +96,7 @@ def connect_beside_ray(cfg: StudyConfig, storage: str, tracking_uri: str, artifa
         client = open_client(tracking_uri)
         return client, ensure_experiment(client, cfg.name, artifact_root)
 
-    with ThreadPoolExecutor(1) as pool:
+    with ThreadPoolExecutor(1, thread_name_prefix=f"{THREAD_PREFIX}store-open") as pool:  # waits for it on every path
         store = pool.submit(open_store)
         connect_ray(cfg, storage, tracking_uri, False, None, say)
         return store.result()

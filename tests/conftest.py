@@ -19,6 +19,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+THREAD_GRACE_S = 5.0  # an owner that closed may still be finishing one request
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 # Tests that need a system service, root or a tool outside pip's reach, found by the fixtures they use (or a
@@ -71,6 +72,22 @@ def sigint_is_handed_back():
     if after != before:
         signal.signal(signal.SIGINT, before)
         pytest.fail(f"the test left SIGINT handled by {after!r}: run Tune through study.signals.fit", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def no_thread_of_ours_outlives_its_test():
+    """Every thread the package starts (``study.threads``) stops with its owner: one still alive a few
+    seconds after the test that started it (a spool retrying a dead server, a writer waiting on a
+    record nobody appends to) fails that test, not the logs of the ones after it."""
+    from study.threads import ours
+
+    before = ours()
+    yield
+    deadline = time.monotonic() + THREAD_GRACE_S
+    while (left := ours() - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if left:
+        pytest.fail(f"the test left threads of ours running: {sorted(t.name for t in left)}", pytrace=False)
 
 
 @pytest.fixture(scope="session")

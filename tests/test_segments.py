@@ -12,6 +12,21 @@ from study.paths import StudyDir
 from study.search.segments import RecordConflict, SegmentedJournalBackend
 
 
+@pytest.fixture(autouse=True)
+def writers_are_closed(monkeypatch):
+    """Each test's writers are closed at its end, as their driver closes them (their threads stop)."""
+    made, build = [], SegmentedJournalBackend.__init__
+
+    def tracked(self, *args, **kwargs):
+        build(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(SegmentedJournalBackend, "__init__", tracked)
+    yield
+    for backend in made:
+        backend.close()
+
+
 class Bucket:
     """A fresh prefix of the real S3 server (moto, loopback) behind the real ``StudyDir``; ``created`` and
     ``written`` record the objects each conditional create made and their bytes (the bucket's PUTs)."""

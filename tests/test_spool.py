@@ -138,7 +138,9 @@ def test_a_journal_line_cut_by_a_crash_is_skipped_and_the_next_update_kept(tmp_p
     again = TrackingSpool(dead.uri, tmp_path / "spool", "0", "s1", say=lambda _: None)
     epoch(again, "t1", 2)
     again.close()
-    ops = TrackingSpool(dead.uri, tmp_path / "spool", "0", "s1", say=lambda _: None)._journal_after(0)
+    third = TrackingSpool(dead.uri, tmp_path / "spool", "0", "s1", say=lambda _: None)
+    ops = third._journal_after(0)
+    third.close()
     assert [op.get("epoch") for op in ops] == [1, 2]
 
 

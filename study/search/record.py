@@ -92,6 +92,14 @@ def flush_record(directory: "StudyDir | None") -> None:
         writer.flush()
 
 
+def close_record(directory: "StudyDir | None") -> None:
+    """Write what this driver appended and stop the record's writer thread (its driver is done)."""
+    writer = _WRITERS.pop(directory.uri, None) if directory is not None else None
+    if writer is not None:
+        writer.close()
+        writer.flush()  # raises what the writer met on its last segments
+
+
 def cell_study_name(study_id: str, cell: str) -> str:
     return f"{study_id}/{cell}" if study_id else cell
 

@@ -30,6 +30,7 @@ from typing import Any, Iterable
 from optuna.storages.journal import BaseJournalBackend
 
 from study.paths import StudyDir
+from study.threads import start_thread
 
 _NAME = re.compile(r"^(base|seg)-(\d{12})$")
 _BATCH_LINES = 1_000  # at most this many lines per segment (~200 kB): a PUT stays small however far behind
@@ -60,6 +61,7 @@ class SegmentedJournalBackend(BaseJournalBackend):
         self._written = len(self._lines)  # lines in the bucket; the rest are queued for the writer thread
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._closing = False
         self._failure: RecordConflict | None = None
         if writer and (self._tail_bytes > self._base_bytes or self._has_legacy):
             self._compact()
@@ -117,8 +119,8 @@ class SegmentedJournalBackend(BaseJournalBackend):
             self._lines += lines
             self._changed.notify_all()
             if self._thread is None:
-                self._thread = threading.Thread(target=self._write_behind, name="optuna-record-writer", daemon=True)
-                self._thread.start()
+                self._closing = False
+                self._thread = start_thread(self._write_behind, "optuna-record-writer")
                 atexit.register(self.flush, raise_failure=False)
 
     def flush(self, raise_failure: bool = True) -> None:
@@ -129,6 +131,15 @@ class SegmentedJournalBackend(BaseJournalBackend):
             if raise_failure:
                 self._raise_failure()
 
+    def close(self) -> None:
+        """Write what is queued, then stop the writer thread (its driver is done with the record)."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
     def _raise_failure(self) -> None:
         if self._failure is not None:
             raise self._failure
@@ -136,8 +147,10 @@ class SegmentedJournalBackend(BaseJournalBackend):
     def _write_behind(self) -> None:
         while True:
             with self._changed:
-                while self._written == len(self._lines):
+                while self._written == len(self._lines) and not self._closing:
                     self._changed.wait()
+                if self._written == len(self._lines):  # closing, and everything is written
+                    return
                 first, batch = self._written, self._lines[self._written:self._written + _BATCH_LINES]
             data = b"".join(batch)
             name = f"{self.folder}/{_name('seg', first)}"

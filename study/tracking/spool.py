@@ -25,6 +25,7 @@ from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from study.threads import start_thread
 from study.tracking.contract import MODEL_FILE, SPEC_FILE
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,10 @@ log = logging.getLogger(__name__)
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 JOURNAL, APPLIED = "journal.jsonl", "applied"
+# MLflow's own retries (7, backoff up to minutes) would hold the spool's thread long past its close;
+# the spool retries on its own and keeps every update in its journal meanwhile.
+REQUEST_TIMEOUT_S = 30
+BOUNDED_REQUESTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(REQUEST_TIMEOUT_S)}
 PERMANENT_ATTEMPTS = 3  # a request the reachable server keeps refusing is dropped, with a warning
 
 
@@ -56,6 +61,8 @@ class TrackingSpool:
         self.uri, self.directory = tracking_uri, Path(directory)
         self.experiment_id, self.study_id, self.say = experiment_id, study_id, say
         self.directory.mkdir(parents=True, exist_ok=True)
+        for name, value in BOUNDED_REQUESTS.items():  # read by MLflow at each request (a user's setting stays)
+            os.environ.setdefault(name, value)
         self.client = MlflowClient(tracking_uri)
         self.runs: dict[str, str] = {}  # trial key -> run id
         self.last_step: dict[str, int] = {}  # run id -> last epoch logged
@@ -72,8 +79,7 @@ class TrackingSpool:
             self._enqueue(op)
         if self._pending:
             self.say(f"tracking: replaying {self._pending} updates kept in {self.journal}")
-        self._thread = threading.Thread(target=self._work, name="tracking-spool", daemon=True)
-        self._thread.start()
+        self._thread = start_thread(self._work, "tracking-spool")
 
     @property
     def journal(self) -> Path:
@@ -113,10 +119,15 @@ class TrackingSpool:
         self._queue.put(op)
 
     def close(self) -> None:
-        """Stop applying (what is left stays in the journal for the next spool on this directory)."""
+        """Stop applying (what is left stays in the journal for the next spool on this directory).
+
+        The thread ends at once between attempts; an update in flight ends within one request's
+        timeout (``REQUEST_TIMEOUT_S``: MLflow's own retries are off in a spool's process, its retries
+        are the spool's), and close waits for that.
+        """
         self._closed.set()
         self._queue.put(None)
-        self._thread.join(timeout=10)
+        self._thread.join()
 
     def _work(self) -> None:
         while True:
