@@ -51,3 +51,20 @@ def test_the_example_grid_shows_each_digit_under_the_training_transforms_and_the
     svhn = example_grid(STNClassifier("svhn", "CNN"), colour)
     assert svhn["example_inputs"].shape == (2, 1, 32, 32)  # stored images: one column, as their channel mean
     assert torch.allclose(torch.from_numpy(svhn["example_inputs"][:, 0]), colour.float().mean(1) / 255.0)
+
+
+def test_the_share_of_live_localisation_units_is_zero_when_every_relu_is_dead_and_one_when_none_is(small):
+    """θ's zero-initialised layer reads the head's last ReLU units: with all of them at 0 for every input,
+    θ is one constant for every image (the collapse a failed seed shows), whatever θ's layer holds."""
+    torch.manual_seed(0)
+    model = STNClassifier("rotated-mnist", "STN-SL1", "rotation").eval()
+    last = [m for m in model.localisation.head if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.bias.fill_(-1e6)
+        model.localisation.params.weight.normal_()
+    dead = validate(model, small)
+    assert dead["val_loc_alive"] == 0.0 and dead["val_theta_angle_sd"] == 0.0
+    with torch.no_grad():
+        last.bias.fill_(1e6)
+    assert validate(model, small)["val_loc_alive"] == 1.0
+    assert "val_loc_alive" not in validate(STNClassifier("rotated-mnist", "CNN"), small)
