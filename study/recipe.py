@@ -154,7 +154,8 @@ def curves(root: Path, out: Path) -> None:
     panels = [("val_angle_slope", 1, "val angle slope (−1 = undoes rotation)"), ("val_pose_sd", 1, "val pose SD"),
               ("val_error", 100, "val error %"), ("val_theta_angle_sd", 1, "θ's angle: SD over val images (°)"),
               ("val_theta_log2_scale_sd", 1, "θ's log2 scale: SD over val images"),
-              ("val_theta_shear_rms", 1, "θ's shear: RMS over val images")]
+              ("val_theta_shear_rms", 1, "θ's shear: RMS over val images"),
+              ("val_loc_alive", 100, "localisation head units alive (%)")]
     panels = [p for p in panels if any(h.get(p[0]) is not None for hs in histories.values() for h in hs)]
     by_step = all("step" in h for hs in histories.values() for h in hs)  # runs of different train sizes compare per step
     columns = min(3, len(panels))

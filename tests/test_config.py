@@ -71,7 +71,7 @@ def test_cli_flags_and_set_override_fields():
 def test_no_search_trains_the_fixed_recipe_of_the_space():
     cfg = load("quick")
     assert cfg.trials_per_cell == 0 and cfg.search.loose_fields() == []
-    assert fixed_recipe(cfg.search) == {"optimizer": "adam", "lr": 1e-3, "loc_lr_mult": 3.0, "momentum": 0.0,
+    assert fixed_recipe(cfg.search) == {"optimizer": "adam", "lr": 1e-3, "loc_lr_mult": 1.0, "momentum": 0.0,
                                    "weight_decay": 0.0, "batch_size": 256}
     with pytest.raises(ConfigError, match="final_seeds: trials_per_cell 0 runs only final runs"):
         load("quick", overrides={"final_seeds": []})

@@ -218,7 +218,8 @@ def test_each_cells_search_opens_in_optuna_dashboard(study):
 def test_a_study_without_a_search_trains_its_fixed_recipe_in_final_runs_only(ray_local, tmp_path):
     """trials_per_cell 0 (the quick preset): no search run, one final run per cell and seed with the recipe."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = load("quick", overrides={"name": "recipe", "variants": ["CNN", "STN-SL1"], "epochs": 1, "train_size": 128,
+    cfg = load("quick", overrides={"name": "recipe", "variants": ["CNN", "STN-SL1"], "epochs": 1, "warmup_epochs": 1,
+                                   "train_size": 128,
                                    "test_passes": 1, "final_seeds": [0, 1], "tracking_uri": uri,
                                    "storage_path": str(tmp_path / "tune")})
     study_id = run(cfg, quiet=True, report=False)
@@ -227,4 +228,4 @@ def test_a_study_without_a_search_trains_its_fixed_recipe_in_final_runs_only(ray
     assert set(runs["outcome"]) == {"completed"} and (runs["status"] == "FINISHED").all()
     assert sorted(zip(runs["cell"], runs["seed"].astype(str))) == sorted(
         (cell, seed) for cell in ("rotated-mnist/CNN", "rotated-mnist/STN-SL1/rotation") for seed in ("0", "1"))
-    assert set(runs["param.loc_lr_mult"].astype(float)) == {3.0} and set(runs["param.optimizer"]) == {"adam"}
+    assert set(runs["param.loc_lr_mult"].astype(float)) == {1.0} and set(runs["param.optimizer"]) == {"adam"}

@@ -210,5 +210,5 @@ def test_without_a_search_every_cell_finals_train_the_fixed_recipe():
     assert searcher.remaining() == 0  # no search trial: the runner skips the search run
     configs = [c for key in searcher.cells for c in searcher.final_configs(key)]
     assert len(configs) == 2 * len(cfg.final_seeds) and {c["stage"] for c in configs} == {"final"}
-    assert all(c["lr"] == 1e-3 and c["loc_lr_mult"] == 3.0 and c["optimizer"] == "adam" for c in configs)
+    assert all(c["lr"] == 1e-3 and c["loc_lr_mult"] == 1.0 and c["optimizer"] == "adam" for c in configs)
     assert all("selected_from" not in c for c in configs)  # selected from no trial: the tag is left out
