@@ -156,7 +156,8 @@ def curves(root: Path, out: Path) -> None:
               ("val_theta_log2_scale_sd", 1, "θ's log2 scale: SD over val images"),
               ("val_theta_shear_rms", 1, "θ's shear: RMS over val images"),
               ("val_loc_alive", 100, "localisation head units alive (%)")]
-    panels = [p for p in panels if any(h.get(p[0]) is not None for hs in histories.values() for h in hs)]
+    # a panel only where something moved (a rotation-parameterised θ has no scale or shear to spread)
+    panels = [p for p in panels if any(abs(h.get(p[0]) or 0.0) > 1e-6 for hs in histories.values() for h in hs)]
     by_step = all("step" in h for hs in histories.values() for h in hs)  # runs of different train sizes compare per step
     columns = min(3, len(panels))
     rows = -(-len(panels) // columns)
