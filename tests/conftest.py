@@ -90,6 +90,23 @@ def no_thread_of_ours_outlives_its_test():
         pytest.fail(f"the test left threads of ours running: {sorted(t.name for t in left)}", pytrace=False)
 
 
+@pytest.fixture
+def writers_are_closed(monkeypatch):
+    """The S3 record writers a test builds by hand are closed at its end, as their driver closes them."""
+    from study.search.segments import SegmentedJournalBackend
+
+    made, build = [], SegmentedJournalBackend.__init__
+
+    def tracked(self, *args, **kwargs):
+        build(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(SegmentedJournalBackend, "__init__", tracked)
+    yield
+    for backend in made:
+        backend.close()
+
+
 @pytest.fixture(scope="session")
 def splits():
     from trainables.data import load_embedded

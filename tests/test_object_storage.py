@@ -21,6 +21,8 @@ from study.report.data import load_study
 from study.search.record import JOURNAL_FILE, ObjectJournalBackend
 from study.search.segments import RecordConflict, SegmentedJournalBackend
 
+pytestmark = pytest.mark.usefixtures("writers_are_closed")
+
 BASE = ["--name", "objects", "--variants", "CNN", "--epochs", "3", "--train-size", "256", "--set", "test_passes=1",
         "--set", "grace_period=10", "--max-concurrent", "1", "--cpus-per-trial", "1", "--quiet"]
 

@@ -11,20 +11,7 @@ import pytest
 from study.paths import StudyDir
 from study.search.segments import RecordConflict, SegmentedJournalBackend
 
-
-@pytest.fixture(autouse=True)
-def writers_are_closed(monkeypatch):
-    """Each test's writers are closed at its end, as their driver closes them (their threads stop)."""
-    made, build = [], SegmentedJournalBackend.__init__
-
-    def tracked(self, *args, **kwargs):
-        build(self, *args, **kwargs)
-        made.append(self)
-
-    monkeypatch.setattr(SegmentedJournalBackend, "__init__", tracked)
-    yield
-    for backend in made:
-        backend.close()
+pytestmark = pytest.mark.usefixtures("writers_are_closed")
 
 
 class Bucket:
