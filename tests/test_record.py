@@ -11,7 +11,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from study.config import load
-from study.search.record import JOURNAL_FILE, cell_study_name, study_counts
+from study.search.record import JOURNAL_FILE, cell_study_name, close_record, study_counts
 from study.search.searcher import PerCellSearcher
 from study.search.segments import SegmentedJournalBackend
 
@@ -184,3 +184,4 @@ def test_on_s3_what_tune_saves_and_every_ended_trial_are_in_the_bucket_before_th
     assert [t.user_attrs["tune_trial_id"] for t in reader().trials] == ["a", "b"]
     run_trial(searcher, "a", [0.5, 0.4, 0.3, 0.2])
     assert reader().trials[0].state == TrialState.COMPLETE and reader().trials[0].intermediate_values[4] == 0.2
+    close_record(directory)  # the driver's end: its writer thread stops

@@ -10,8 +10,10 @@ def test_a_spool_closed_while_its_server_is_down_stops_its_thread_at_once(tmp_pa
     from study.tracking.spool import TrackingSpool
 
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: every request is refused
+    before = ours()
     spool = TrackingSpool(dead, tmp_path / "spool", "0", "s", say=lambda _text: None)
-    (thread,) = [t for t in ours() if t.name == f"{THREAD_PREFIX}tracking-spool"]
+    (thread,) = ours() - before
+    assert thread.name == f"{THREAD_PREFIX}tracking-spool"
     spool.submit("tags", run_id="r", tags={"a": "b"})
     time.sleep(1.0)  # the update is being retried
     started = time.monotonic()
@@ -26,9 +28,11 @@ def test_the_record_writer_writes_what_is_queued_then_stops(tmp_path, s3):
     from study.search.segments import SegmentedJournalBackend
 
     directory = StudyDir.of(f"s3://{s3.bucket}/threads")
+    before = ours()
     writer = SegmentedJournalBackend(directory, JOURNAL_FILE, writer=True)
     writer.append_logs([{"op_code": 0, "n": i} for i in range(5)])
-    (thread,) = [t for t in ours() if t.name == f"{THREAD_PREFIX}optuna-record-writer"]
+    (thread,) = ours() - before
+    assert thread.name == f"{THREAD_PREFIX}optuna-record-writer"
     writer.close()
     assert not thread.is_alive()
     assert len(SegmentedJournalBackend(directory, JOURNAL_FILE).read_logs(0)) == 5

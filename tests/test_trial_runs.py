@@ -28,7 +28,8 @@ def store(tmp_path):
     experiment = client.create_experiment("runs", artifact_location=(tmp_path / "artifacts").as_uri())
     parent = client.create_run(experiment, tags={"study_id": STUDY, "stage": "study"}).info.run_id
     spool = TrackingSpool(uri, tmp_path / "spool", experiment, STUDY)
-    return client, spool, parent, experiment
+    yield client, spool, parent, experiment
+    spool.close()  # as the driver does at its end: the spool's thread stops
 
 
 def trial(trial_id, stage="search", last=None, **config):
@@ -149,6 +150,7 @@ def test_a_trial_suggested_again_under_a_new_tune_id_continues_its_own_run(store
         later.on_trial_result(0, [], again, {"epoch": epoch, "val_error": value})
     later.on_trial_complete(0, [], trial("t9", trial_number=5, last={"outcome": "completed"}))
     assert later_spool.flush(30) == 0
+    later_spool.close()
     (run,) = client.search_runs([experiment], f"tags.study_id = '{STUDY}' and tags.stage = 'search'")
     assert run.data.tags["trial_key"] == "rotated-mnist+STN-C1+search-5" and run.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_error")] == [1, 2]
