@@ -132,15 +132,18 @@ def open_client(uri: str, wait_s: float = 60.0, stall_s: float = 10.0) -> Mlflow
     path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
     deadline = time.monotonic() + wait_s
     head = schema_head() if path is not None else None
+    started = time.monotonic()
     while True:
-        if path is not None and _schema_version(path) != head:
-            if _schema_version(path) is None and (not path.exists() or path.stat().st_size == 0):
+        version = _schema_version(path) if path is not None else head
+        if version != head:
+            if version is None and (not path.exists() or path.stat().st_size == 0):
                 _publish_new_store(path)
             _wait_for_head(path, head, deadline, stall_s)
             if _schema_version(path) is None:
                 raise TrackingError(f"tracking_uri: the MLflow store {path} did not reach schema {head} within "
-                                    f"{wait_s:g} s (another program created it and did not finish, or left it broken, "
-                                    f"or it is no MLflow store): stop that program, move the file away and start again")
+                                    f"{time.monotonic() - started:.0f} s (another program created it and did not finish, "
+                                    f"or left it broken, or it is no MLflow store): stop that program, move the file "
+                                    f"away and start again")
         try:
             client = MlflowClient(uri)
             client.search_experiments(max_results=1)  # opens the store now: its schema is checked here, not mid-study
