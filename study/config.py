@@ -18,14 +18,15 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator, model_validator
 
 from trainables.datasets import dataset_spec
 from trainables.registry import ALL_DATASETS, CORE_VARIANTS, ST_TRANSFORMS, VariantError, check_variant
-from trainables.train_config import DEVICES, OPTIMIZERS, TRAIN_DEFAULTS
+from trainables.train_config import OPTIMIZERS, OPTION_TYPES, OPTIONS, RUN, TRAIN_DEFAULTS, option_problem, options_of
 
-PRESETS = ("smoke", "quick", "cpu-demo", "paper", "icpr")
+PRESETS = ("smoke", "quick", "cpu-demo", "paper-cpu", "paper", "paper-search", "icpr")
 TRAIN = TRAIN_DEFAULTS
+RUN_OPTIONS = options_of(RUN)  # the training options one study sets for all its trials
 FINAL_SEED_LIMIT = 2**20  # final seeds lie below it; search trials' seeds at or above it (study.search.samplers)
 
 
@@ -123,7 +124,9 @@ class Resources(Strict):
     gpus: float = Field(0.0, ge=0)
 
 
-class StudyConfig(Strict):
+class _StudyFields(Strict):
+    """The study's own fields; ``StudyConfig`` adds the training options."""
+
     name: str = Field("stn-study", min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     description: str = ""
     datasets: list[str] = Field(default_factory=lambda: [TRAIN["dataset"]], min_length=1)
@@ -133,11 +136,7 @@ class StudyConfig(Strict):
     search: SearchSpace = Field(default_factory=SearchSpace)
     overrides: dict[str, SearchSpace] = Field(default_factory=dict)  # by variant or "<dataset>/<variant>"
     trials_per_cell: int = Field(4, ge=0)  # 0: no search, the fixed recipe of ``search`` goes straight to the finals
-    epochs: int = Field(TRAIN["epochs"], ge=1)
     final_epochs: int | None = Field(None, ge=1)  # default: epochs
-    train_size: int | None = Field(TRAIN["train_size"], ge=1)
-    lr_milestones: list[float] = Field(default_factory=lambda: list(TRAIN["lr_milestones"]))  # fractions of the run; LR ÷10 at each
-    warmup_epochs: float = Field(TRAIN["warmup_epochs"], ge=0)  # linear LR warm-up at the start of every trial (0: none)
     sampler: Literal["tpe", "gp", "random"] = "tpe"  # per cell; a resume/extension keeps each cell's saved study (and its sampler)
     # random trials before TPE/GP model the cell: Optuna's 10 would make a 2-16-trial search pure random
     n_startup_trials: int = Field(4, ge=0)
@@ -151,21 +150,20 @@ class StudyConfig(Strict):
     max_concurrent_trials: int = Field(2, ge=1)
     min_free_gb: float = Field(1.0, ge=0)  # stop cleanly before the storage or local store fills up
     tracking_wait_s: float = Field(600.0, ge=0)  # at the end, how long to wait for a tracking server that is down
-    test_passes: int = Field(TRAIN["test_passes"], ge=1)
-    device: Literal[DEVICES] = TRAIN["device"]
-    data_root: str | None = TRAIN["data_root"]
-    download: bool = TRAIN["download"]
     tracking_uri: str | None = None
     storage_path: str | None = None
     # each cell's Optuna study: a database URL (e.g. postgresql://...), default the study's journal file
     optuna_storage: str | None = None
 
-    @field_validator("lr_milestones")
+    # Every other training option (``TrainConfig``'s "run" role) is a field of the study too, added below from
+    # the dataclass: its default, its type, and ``option_problem`` as its one check.
+    @field_validator(*RUN_OPTIONS, check_fields=False)
     @classmethod
-    def _milestones(cls, value: list[float]):
-        if any(not 0 < m < 1 for m in value):
-            raise ValueError(f"milestones are fractions of the run strictly between 0 and 1, got {value}")
-        return sorted(value)
+    def _training_option(cls, value, info: ValidationInfo):
+        problem = option_problem(info.field_name, value)
+        if problem:
+            raise ValueError(problem)
+        return tuple(sorted(value)) if info.field_name == "lr_milestones" else value
 
     @field_validator("final_seeds")
     @classmethod
@@ -195,7 +193,7 @@ class StudyConfig(Strict):
     def _datasets(cls, value: list[str]):
         return _known(value, ALL_DATASETS, "dataset")
 
-    @field_validator("data_root")
+    @field_validator("data_root", check_fields=False)
     @classmethod
     def _data_root(cls, value: str | None):
         # resolved on the driver: every worker reads the driver's (shared) path, not its own home
@@ -263,7 +261,7 @@ class StudyConfig(Strict):
                                  f"value (low == high, or a one-item list)")
         return self
 
-    def cells(self) -> list["Cell"]:
+    def cells(self) -> list[Cell]:
         """Every dataset × variant × st_transform of the study, then the extra cells (affine)."""
         cells = [Cell(d, v, t) for d in self.datasets for v in self.variants for t in self.st_transforms
                  if not (v == "CNN" and t != self.st_transforms[0])]  # the CNN has no ST to parameterise
@@ -279,6 +277,12 @@ class StudyConfig(Strict):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
+
+
+StudyConfig = create_model(
+    "StudyConfig", __base__=_StudyFields, __module__=__name__,
+    **{name: (OPTION_TYPES[name], OPTIONS[name].default) for name in RUN_OPTIONS})
+StudyConfig.__doc__ = """A study: its cells, search, stages and resources, and one value of every training option for all trials."""
 
 def _format(err: ValidationError) -> list[str]:
     lines = []

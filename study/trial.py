@@ -26,12 +26,12 @@ from ray import tune
 
 from study.prepare import source_root
 from study.tracking.contract import MODEL_FILE, SPEC_FILE
-from study.trial_schema import hparams, trial_key
+from study.trial_schema import trial_key
 from trainables.data import data_source, load_data
 from trainables.figures import write_trial_figures
 from trainables.loop import TrainConfig, train
 from trainables.outcome import Outcome
-from trainables.train_config import TRAIN_DEFAULTS
+from trainables.train_config import OPTIONS, TRAIN_DEFAULTS
 
 STATE_FILE = "state.pt"  # in the final checkpoint: the end metrics, so a finished trial is never trained again
 RESUME_DIR = "resume-state"  # in the study's storage: <trial key>.pt, the loop's state after the trial's last epoch
@@ -50,15 +50,12 @@ def _splits(source: str, data_root: str | None):
 def train_config(config: dict) -> TrainConfig:
     """The trial's training options: the cell and its length are required; another option the config
     lacks takes TrainConfig's default."""
-    d = {**TRAIN_DEFAULTS, **config}
-    return TrainConfig(
-        dataset=config["dataset"], variant=config["variant"], st_transform=d["st_transform"],
-        epochs=int(config["epochs"]), train_size=d["train_size"], seed=int(d["seed"]),
-        device=d["device"], download=False,  # the driver prepared the data: trials only read
-        data_root=source_root(d["data_root"], data_source(config["dataset"])),
-        test_passes=int(d["test_passes"]), **hparams(config),
-        lr_milestones=tuple(d["lr_milestones"]), warmup_epochs=float(d["warmup_epochs"]),
-    )
+    d = {**TRAIN_DEFAULTS, **{k: v for k, v in config.items() if k in OPTIONS}}
+    return TrainConfig(**{
+        **d, "dataset": config["dataset"], "variant": config["variant"], "epochs": int(config["epochs"]),
+        "seed": int(d["seed"]), "lr_milestones": tuple(d["lr_milestones"]),
+        "download": False,  # the driver prepared the data: trials only read
+        "data_root": source_root(d["data_root"], data_source(config["dataset"]))})
 
 
 def _node_id() -> str:

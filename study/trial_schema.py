@@ -11,22 +11,24 @@ from __future__ import annotations
 import hashlib
 import json
 
-from study.config import Cell, StudyConfig
+from study.config import RUN_OPTIONS, Cell, StudyConfig
+from trainables.train_config import CELL, SEARCHED, SEED, options_of
 
-HPARAM_KEYS = ("optimizer", "lr", "loc_lr_mult", "momentum", "weight_decay", "batch_size")
-CELL_KEYS = ("cell", "dataset", "variant", "st_transform")
-# MLflow params of a trial run: the cell, the variant's spec, the hyper-parameters, the run's size and seed
-PARAM_KEYS = ("dataset", "variant", "st_transform", "depth", "sharing", "iterations", *HPARAM_KEYS, "epochs",
-              "train_size", "seed", "trial_number", "test_passes")
+# The searched hyper-parameters, the cell's fields and the study-wide options: TrainConfig's roles
+HPARAM_KEYS = options_of(SEARCHED)
+CELL_KEYS = ("cell", *options_of(CELL))
+# MLflow params of a trial run: the cell, the variant's spec, every training option, the trial's number
+PARAM_KEYS = ("dataset", "variant", "st_transform", "depth", "sharing", "iterations", *HPARAM_KEYS, *RUN_OPTIONS,
+              *options_of(SEED), "trial_number")
 
 
 def constants(cfg: StudyConfig, stage: str) -> dict:
-    """The study-wide part of every trial's config."""
-    epochs = cfg.final_epochs or cfg.epochs if stage == "final" else cfg.epochs
-    return {"stage": stage, "epochs": epochs, "train_size": cfg.train_size, "test_passes": cfg.test_passes,
-            "device": cfg.device, "data_root": cfg.data_root, "download": cfg.download,
-            "threads": max(1, int(cfg.resources.cpus)), "lr_milestones": list(cfg.lr_milestones),
-            "warmup_epochs": cfg.warmup_epochs}
+    """The study-wide part of every trial's config: every run option, the stage, the threads per trial."""
+    options = {name: getattr(cfg, name) for name in RUN_OPTIONS}
+    options["lr_milestones"] = list(options["lr_milestones"])  # a Tune config is plain JSON
+    if stage == "final":
+        options["epochs"] = cfg.final_epochs or cfg.epochs
+    return {"stage": stage, **options, "threads": max(1, int(cfg.resources.cpus))}
 
 
 def cell_fields(cell: Cell) -> dict:

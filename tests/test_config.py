@@ -54,7 +54,7 @@ def test_svhn_multi_is_a_deep_dataset_like_svhn():
 
 
 def test_presets_choose_their_sampler_deliberately():
-    smoke, paper = load("smoke"), load("paper")
+    smoke, paper = load("smoke"), load("paper-search")
     assert smoke.sampler == "tpe" and smoke.n_startup_trials >= smoke.trials_per_cell  # random search, stated
     assert paper.sampler == "tpe" and 0 < paper.n_startup_trials < paper.trials_per_cell  # random start, then TPE
     assert "sampler: tpe" in paper.to_yaml() and "n_startup_trials: 6" in paper.to_yaml()  # saved with the study
@@ -136,5 +136,5 @@ def test_cli_rejects_invalid_config_before_starting_anything(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert lines == ["config error: trials_per_cell: Input should be greater than or equal to 0 (got -1)",
-                     "config error: epochs: Input should be greater than or equal to 1 (got 0)"]
+                     "config error: epochs: must be an integer >= 1, got 0"]
     assert not (tmp_path / "mlflow_artifacts").exists()  # nothing written, nothing started

@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 import time
+import typing
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -16,8 +17,8 @@ from trainables.data import DataError, load_data
 from trainables.datasets import dataset_spec
 from trainables.loop import ConfigError, TrainConfig, TrainResult, check_splits, train
 from trainables.outcome import Outcome
-from trainables.registry import ALL_DATASETS, ST_TRANSFORMS, VariantError
-from trainables.train_config import OPTIMIZERS, TRAIN_DEFAULTS
+from trainables.registry import ALL_DATASETS, VariantError
+from trainables.train_config import OPTION_TYPES, OPTIONS
 
 RESULT_FILE = "result.json"
 
@@ -34,34 +35,22 @@ def _data_help() -> tuple[str, str]:
 
 
 def parser() -> argparse.ArgumentParser:
-    """The CLI of ``TrainConfig``: every default is the dataclass's own (``TRAIN_DEFAULTS``)."""
-    d = TRAIN_DEFAULTS
+    """The CLI of ``TrainConfig``: one flag per field, with the field's default, type and help."""
     p = argparse.ArgumentParser(prog="python -m trainables.train", description=__doc__)
-    p.add_argument("--dataset", default=d["dataset"], help=f"one of {', '.join(ALL_DATASETS)}")
-    p.add_argument("--variant", default=d["variant"], help="CNN, STN-C<X>, STN-SL<X>, STN-DL<X>[x<N>]")
-    p.add_argument("--st-transform", default=d["st_transform"], help=f"one of {', '.join(ST_TRANSFORMS)}")
-    p.add_argument("--epochs", type=int, default=d["epochs"])
-    p.add_argument("--train-size", type=int, default=d["train_size"], help="use only the first N training images")
-    p.add_argument("--optimizer", default=d["optimizer"], help=f"one of {', '.join(OPTIMIZERS)}")
-    p.add_argument("--lr", type=float, default=d["lr"])
-    p.add_argument("--momentum", type=float, default=d["momentum"])
-    p.add_argument("--weight-decay", type=float, default=d["weight_decay"])
-    p.add_argument("--batch-size", type=int, default=d["batch_size"])
-    p.add_argument("--loc-lr-mult", type=float, default=d["loc_lr_mult"], help="LR multiplier of the localisation network")
-    p.add_argument("--pre-st-lr-mult", type=float, default=d["pre_st_lr_mult"],
-                   help="LR multiplier of the layers before the ST")
-    p.add_argument("--lr-milestones", type=float, nargs="*", default=list(d["lr_milestones"]),
-                   help="fractions of the run where the LR drops ÷10 (none: constant LR)")
-    p.add_argument("--warmup-epochs", type=float, default=d["warmup_epochs"], help="linear LR warm-up over this many epochs")
-    p.add_argument("--seed", type=int, default=d["seed"])
-    p.add_argument("--device", default=d["device"], help="auto (CUDA when present), cpu, cuda, cuda:<N>")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
-    p.add_argument("--test-passes", type=int, default=d["test_passes"], help="randomised passes over the test set (K)")
-    p.add_argument("--memory-format", default=d["memory_format"], help="auto (channels_last on CPU), channels_last, contiguous")
-    p.add_argument("--precision", default=d["precision"], help="fp32, or bf16 (autocast of the forward pass)")
     root_help, download_help = _data_help()
-    p.add_argument("--data-root", default=d["data_root"], help=root_help)
-    p.add_argument("--download", action="store_true", help=download_help)
+    helps = {"data_root": root_help, "download": download_help}
+    for name, spec in OPTIONS.items():
+        flag, kind = f"--{name.replace('_', '-')}", OPTION_TYPES[name]
+        allowed = spec.metadata["choices"]
+        about = helps.get(name) or spec.metadata["help"] + (f" (one of {', '.join(allowed)})" if allowed else "")
+        if kind is bool:
+            p.add_argument(flag, action="store_true", help=about)
+        elif typing.get_origin(kind) is tuple:
+            p.add_argument(flag, type=float, nargs="*", default=list(spec.default), help=about)
+        else:
+            scalar = next((t for t in typing.get_args(kind) if t is not type(None)), kind)  # int | None: int
+            p.add_argument(flag, type=scalar, default=spec.default, help=about)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--out", default="runs/train", help="directory for result.json")
     return p
 
