@@ -213,3 +213,36 @@ def test_theta_parts_split_a_composed_transform_into_its_factors():
     assert float(metrics.theta_parts(sheared)["shear"]) == pytest.approx(0.1 / (1 + 0.01) ** 0.5)
     spread = metrics.theta_spread(st.identity(5))
     assert all(v == 0 for v in spread.values())
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_v1_pose_formulas_give_an_oracle_zero_and_agree_with_ours_where_they_should(dataset):
+    """The formulas of 2001.05858 v1's code: an oracle ST still has pose SD 0, and for pure rotations and
+    input-warped shifts they equal ours; they differ by design elsewhere (C1's pixel unit, per-axis scale)."""
+    distortion = make_distortion(dataset)
+    params = distortion.sample(400, generator(3, "cpu"), "cpu")
+    labels = (torch.arange(400) % 10).numpy()
+    oracle = distortion.oracle_theta(params)
+    z = metrics.applied_pose_v1(distortion.pose_kind, params) + metrics.predicted_pose_v1(distortion.pose_kind, oracle)
+    assert metrics.pose_sd(z.numpy(), labels) < 1e-3
+    ours = metrics.predicted_pose(distortion.pose_kind, oracle, distortion.side)
+    v1 = metrics.predicted_pose_v1(distortion.pose_kind, oracle)
+    if distortion.pose_kind == "scale":  # the v1 vector's two axes sum to our scalar log2 det θ⁻¹
+        assert torch.allclose(v1.sum(1), ours, atol=1e-4)
+    else:
+        assert torch.allclose(v1, ours, atol=1e-3)  # rotation; translation: 30 px = the 60-px input's half width
+
+
+def test_v1_reads_c1_shifts_at_30_pixels_where_ours_reads_the_warped_maps_26():
+    theta = st.identity(1).clone()
+    theta[0, :, 2] = torch.tensor([0.1, -0.2])
+    assert metrics.predicted_pose_v1("translation", theta).tolist()[0] == pytest.approx([-3.0, 6.0])
+    assert metrics.predicted_pose("translation", theta, 52).tolist()[0] == pytest.approx([-2.6, 5.2])
+
+
+def test_v1_rotation_reads_the_inverse_first_row_so_a_shear_moves_it():
+    theta = st.identity(1).clone()
+    theta[0, 0, 1] = 0.3  # a pure shear: both readings see a rotation in it, of different sizes
+    v1 = float(metrics.predicted_pose_v1("rotation", theta))
+    assert v1 == pytest.approx(math.degrees(math.atan2(-0.3, 1.0)), abs=1e-4)
+    assert float(metrics.predicted_pose("rotation", theta, 28)) == pytest.approx(-math.degrees(math.atan2(0.3, 2.0)), abs=1e-4)

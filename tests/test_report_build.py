@@ -68,7 +68,8 @@ def store(tmp_path_factory):
                 angle_slope=-0.01, feature_misalignment=0.7, npz=d / "flat")
     for seed, err in enumerate([0.030, 0.034, 0.032]):
         add_run(client, exp, parent, "rotated-mnist/STN-SL1", "final", seed, test_error=err, val_error=err,
-                pose_sd=30.0 + seed, angle_slope=-0.9, feature_misalignment=0.2, npz=d / "canonical")
+                pose_sd=30.0 + seed, pose_sd_v1=20.0 + seed, angle_slope=-0.9, feature_misalignment=0.2,
+                npz=d / "canonical")
     # translated: no final stage; the val-best trial (val 0.1) is reported even though its test error is worse
     add_run(client, exp, parent, "translated-mnist/CNN", "search", 0, trial=0, val_error=0.2, test_error=0.10)
     add_run(client, exp, parent, "translated-mnist/CNN", "search", 0, trial=1, val_error=0.1, test_error=0.30)
@@ -117,6 +118,7 @@ def test_alignment_table_and_dashes(built):
     assert "| CNN " in md and "— (no ST)" in md
     assert "**31.00 ± 1.00 (n=3)**" in md and "51.00 ± 1.41 (n=2)" in md
     assert "**-0.90 ± 0.00 (n=3)**" in md  # closest to −1 is best for the slope
+    assert "pose SD, v1 formulas" in md and "21.00 ± 1.00 (n=3)" in md  # the 2001.05858 v1 version beside ours
 
 
 def test_eq1_table_has_reference_rows(built):

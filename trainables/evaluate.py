@@ -30,10 +30,14 @@ EQ1_DIGITS = 256  # the residual is a ratio of means: 256 digits pin it to a few
 
 def alignment(kind: str, applied: torch.Tensor, theta: torch.Tensor, labels: torch.Tensor, side: int,
               suffix: str = "") -> dict[str, float]:
-    """Pose SD (and, for rotations, the Deming slope/intercept) of one set of ST outputs θ."""
+    """Pose SD (and, for rotations, the Deming slope/intercept) of one set of ST outputs θ; for the first ST
+    (no suffix) also ``pose_sd_v1``, the same measure by the formulas of 2001.05858 v1's code."""
     t = metrics.applied_pose(kind, applied).cpu().numpy()
     p = metrics.predicted_pose(kind, theta, side).cpu().numpy()
     out = {f"pose_sd{suffix}": metrics.pose_sd(t + p, labels.cpu().numpy())}
+    if not suffix:  # the first ST's pose SD by the formulas of 2001.05858 v1's code too (docs/fidelity.md)
+        z = metrics.applied_pose_v1(kind, applied) + metrics.predicted_pose_v1(kind, theta)
+        out["pose_sd_v1"] = metrics.pose_sd(z.cpu().numpy(), labels.cpu().numpy())
     if kind == "rotation":
         out[f"angle_slope{suffix}"], out[f"angle_intercept{suffix}"] = metrics.deming(t, p)
     return out

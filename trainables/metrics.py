@@ -56,6 +56,35 @@ def predicted_pose(kind: str, theta: torch.Tensor, side: int) -> torch.Tensor:
     raise ValueError(f"unknown pose kind {kind!r}: allowed rotation, translation, scale")
 
 
+# The pose formulas of the code released with arXiv 2001.05858 v1 (luuf/stn-placement, stn/eval.py at 07a44d6):
+# the paper's first version. The functions above follow their later, ICPR-era code (luuf/understanding-STNs),
+# which the paper's final numbers use; the report gives both (docs/fidelity.md "Pose formulas").
+V1_TRANSLATION_UNIT = 30.0  # pixels per unit of θ's shift, for every variant (the ICPR-era code: the warped map's)
+
+
+def applied_pose_v1(kind: str, params: torch.Tensor) -> torch.Tensor:
+    """The applied pose t of the v1 code: degrees, pixels (x, y), or log2 s on both axes for scale."""
+    if kind == "scale":
+        return torch.log2(params).reshape(-1, 1).expand(-1, 2)
+    return params
+
+
+def predicted_pose_v1(kind: str, theta: torch.Tensor) -> torch.Tensor:
+    """The v1 code's pose p of θ, read from θ⁻¹ (the transform the digit saw): the angle of θ⁻¹'s first row,
+    θ's shift × 30 whatever the warped map, and the per-axis scale vector (the norm of θ⁻¹'s first row, and
+    det θ⁻¹ over it) in log2. Equal to ``predicted_pose`` for a pure rotation and for an input warp's shift."""
+    inverse = torch.linalg.inv(theta[:, :, :2].double())
+    if kind == "rotation":
+        return torch.rad2deg(torch.atan2(inverse[:, 0, 1], inverse[:, 0, 0])).to(theta.dtype)
+    if kind == "translation":
+        return -theta[:, :, 2] * V1_TRANSLATION_UNIT
+    if kind == "scale":
+        sx = inverse[:, 0].norm(dim=1)
+        sy = torch.linalg.det(inverse).abs() / sx
+        return torch.log2(torch.stack([sx, sy], dim=1)).to(theta.dtype)
+    raise ValueError(f"unknown pose kind {kind!r}: allowed rotation, translation, scale")
+
+
 def theta_parts(theta: torch.Tensor) -> dict[str, torch.Tensor]:
     """Split each 2×3 θ into rotation (°), log2 scale, shear and shift (normalised units), per sample.
 

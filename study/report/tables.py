@@ -166,6 +166,8 @@ def alignment_table(runs: pd.DataFrame, pair: tuple[str, str]) -> Table:
     columns = []
     for d in datasets_in(runs, posed=True):  # SVHN and PlanktonSet have no applied transform to measure
         columns.append((f"{COLUMN[d]} pose SD ({pose_unit(d)})", d, "pose_sd", 1.0, 2))
+        if "pose_sd_v1" in runs.columns:  # runs recorded before the v1 formulas were added have none
+            columns.append((f"{COLUMN[d]} pose SD, v1 formulas", d, "pose_sd_v1", 1.0, 2))
         columns.append((f"{COLUMN[d]} feature misalignment", d, "feature_misalignment", 1.0, 3))
         if dataset_spec(d).pose_kind == "rotation":
             columns.append((f"{COLUMN[d]} angle slope", d, "angle_slope", 1.0, 2))
@@ -178,7 +180,10 @@ def alignment_table(runs: pd.DataFrame, pair: tuple[str, str]) -> Table:
         best[column] = False
         if means[column].notna().any():
             best.loc[(means[column] + 1).abs().idxmin(), column] = True
-    notes = ["Pose SD: pooled within-class SD of the final pose (lower = better aligned). Feature misalignment: "
+    notes = ["Pose SD: pooled within-class SD of the final pose (lower = better aligned), by the formulas of the "
+             "authors' ICPR-era code; 'v1 formulas': by those of the code released with arXiv 2001.05858 v1 (the "
+             "angle of the inverse θ's first row; shift × 30 px for every variant; scale as a per-axis log2 "
+             "vector, so its unit differs). Feature misalignment: "
              "0 = the post-ST feature map of a transformed digit equals that of the original. Angle slope: "
              "orthogonal regression of predicted on applied rotation (−1 = undoes rotations, 0 = ignores them). "
              "Rotation consistency (PlanktonSet): mean deviation mod 180° of the final angles of 17 turned copies of "

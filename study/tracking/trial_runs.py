@@ -128,7 +128,7 @@ class TrialTracker(tune.Callback):
             log.warning("could not keep the artifacts of %s: %s", trial.trial_id, err)
 
 
-END_METRICS = ("test_error", "test_error_sd", "pose_sd", "angle_slope", "angle_intercept", "feature_misalignment",
+END_METRICS = ("test_error", "test_error_sd", "pose_sd", "pose_sd_v1", "angle_slope", "angle_intercept", "feature_misalignment",
                "rotation_consistency_deg",
                "pose_sd_composed", "angle_slope_composed", "angle_intercept_composed", "trial_seconds")
 
