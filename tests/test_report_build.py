@@ -129,7 +129,7 @@ def test_eq1_table_has_reference_rows(built):
 
 def test_figures_are_real_pngs(built):
     out = built
-    fig3 = imread(out / "fig3_angle_plots.png")
+    fig3 = imread(out / "fig3_angle_plots_rotated.png")
     assert fig3.shape[:2] == (380, 720)  # two STN panels of 3.6 × 3.8 in at 100 dpi
     assert imread(out / "fig2_aligned_rotated.png").shape[0] > 100
     assert imread(out / "learning_curves.png").shape[1] >= 400
@@ -161,7 +161,7 @@ def test_report_is_logged_to_the_parent_run(store, tmp_path):
     uri, client, parent = store
     build_report(uri, STUDY, str(tmp_path), quiet=True)
     names = {a.path for a in client.list_artifacts(parent, "report")}
-    assert {"report/accuracy.md", "report/report.html", "report/fig3_angle_plots.png"} <= names
+    assert {"report/accuracy.md", "report/report.html", "report/fig3_angle_plots_rotated.png"} <= names
 
 
 def test_unknown_study_lists_the_ones_that_exist(store, capsys):

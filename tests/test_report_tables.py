@@ -68,3 +68,20 @@ def test_comparison_wording_below_and_above_significance():
 
 def test_not_enough_seeds():
     assert welch([0.1], [0.2, 0.3])["p"] is None
+
+
+def test_the_eq1_reference_uses_the_digits_the_runs_measured_theirs_on(tmp_path):
+    """The random-weight row is measured on the runs' own data_root's test digits, not the embedded subset's;
+    without those files here it falls back to the embedded digits and says so."""
+    from study.report.data import data_root_of
+    from study.report.tables import random_reference
+    from tests.test_data import write_idx
+
+    write_idx(tmp_path / "MNIST" / "raw", n_train=300, n_test=256)
+    runs = pd.DataFrame({"param.dataset": ["rotated-mnist", "rotated-mnist"], "param.data_root": ["None", str(tmp_path)]})
+    assert data_root_of(runs, "rotated-mnist") == str(tmp_path) and data_root_of(runs, "scaled-mnist") is None
+    theirs, notes = random_reference((("rotated-mnist", str(tmp_path)),))
+    embedded, _ = random_reference((("rotated-mnist", None),))
+    assert notes == [] and theirs["rotated-mnist"] != embedded["rotated-mnist"]
+    missing, notes = random_reference((("rotated-mnist", str(tmp_path / "gone")),))
+    assert missing == embedded and "embedded subset" in notes[0] and "gone" in notes[0]

@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from study.report.data import (
     ReportError,
     Study,
+    data_root_of,
     datasets_in,
     figure_data,
     learning_curves,
@@ -123,7 +124,8 @@ def build_figures(client: MlflowClient, study: Study, out: Path, gaps: list[str]
                 gaps.append(f"{dataset} / {row} (run {run_id}): {missing[0][1]}")
         spec, stem = dataset_spec(dataset), dataset.removesuffix("-mnist")  # svhn-multi keeps its own files
         if spec.pose_kind == "rotation":
-            written.append(fig3_angle_plots(out / "fig3_angle_plots.png", {k: v for k, v in panels.items() if k != "CNN"}))
+            written.append(fig3_angle_plots(out / f"fig3_angle_plots_{stem}.png",
+                                            {k: v for k, v in panels.items() if k != "CNN"}))
         written.append(fig2_aligned_examples(out / f"fig2_aligned_{stem}.png", dataset, panels))
         written.append(alignment_curves_figure(out / f"alignment_vs_epoch_{stem}.png", dataset,
                                                alignment_curves(client, study.runs, dataset)))
@@ -143,11 +145,11 @@ def build_report(tracking_uri: str, wanted: str | None = None, out: str | None =
         raise ReportError(f"study {study.study_id} has no trial runs yet")
     directory = out_dir_for(study.study_id, out)
     directory.mkdir(parents=True, exist_ok=True)
-    reference = random_reference(tuple(datasets_in(study.runs)))
+    reference, reference_notes = random_reference(tuple((d, data_root_of(study.runs, d)) for d in datasets_in(study.runs)))
     alignment = alignment_table(study.runs, pair)
     failed_seeds = did_not_learn(study.runs)
     alignment.notes.insert(0, failed_seeds)  # seen beside the means, not only in the per-run table
-    tables = [accuracy_table(study.runs, pair), alignment, seeds_table(study.runs), eq1_table(study.runs, reference),
+    tables = [accuracy_table(study.runs, pair), alignment, seeds_table(study.runs), eq1_table(study.runs, reference, reference_notes),
               *depth_tables(study.runs)]
     markdown = [f"## Study {study.study_id} ({study.name})\n"]
     for table in tables:

@@ -207,6 +207,16 @@ def learning_curves(client: MlflowClient, runs: pd.DataFrame, metric: str = "val
     return pd.DataFrame(rows)
 
 
+def data_root_of(runs: pd.DataFrame, dataset: str) -> str | None:
+    """The data_root a dataset's runs read (an MLflow param of every run), or None: the embedded subset, or
+    runs recorded before the param was."""
+    if "param.data_root" not in runs.columns:
+        return None
+    roots = runs.loc[runs["param.dataset"] == dataset, "param.data_root"].dropna()
+    roots = roots[roots != "None"]
+    return str(roots.iloc[0]) if len(roots) else None
+
+
 def pose_unit(dataset: str) -> str:
     return dataset_spec(dataset).pose_unit
 

@@ -194,7 +194,7 @@ def alignment_table(runs: pd.DataFrame, pair: tuple[str, str]) -> Table:
     return Table("alignment", "Alignment: pose SD, feature-map misalignment and angle slope", shown, best, notes)
 
 
-def eq1_table(runs: pd.DataFrame, reference: dict[str, dict[str, float]]) -> Table:
+def eq1_table(runs: pd.DataFrame, reference: dict[str, dict[str, float]], reference_notes: list[str] = ()) -> Table:
     """Rows: dataset × (variants + a random-weight reference); columns: transform × depth."""
     metrics = sorted({c for c in runs.columns if c.startswith("eq1_residual_")},
                      key=lambda c: (int(c.rsplit("_d", 1)[1]), ["rotation", "scale", "translation"].index(c.split("_")[2])))
@@ -216,24 +216,35 @@ def eq1_table(runs: pd.DataFrame, reference: dict[str, dict[str, float]]) -> Tab
     notes = ["Eq. 1 measured: mean‖T⁻¹Γ(Tf) − Γf‖² / mean‖Γf − Γf′‖² on each classifier's own depth-X feature maps "
              "(exact quarter turns, scales 2^±½ and 2^±1, stride-multiple shifts; canonical digits of the row's "
              "dataset). 0 = a spatial warp re-aligns the features: translations always do; rotations and scalings "
-             "do not unless the learnt features are invariant to them — the paper's theorem, measured."]
+             "do not unless the learnt features are invariant to them — the paper's theorem, measured.",
+             *reference_notes]
     return Table("eq1", "Eq. 1: best-case spatial re-alignment residual of the classifier's feature maps", shown,
                  None, notes)
 
 
 @functools.lru_cache(maxsize=8)
-def random_reference(datasets: tuple[str, ...], digits: int = 256, seed: int = 0) -> dict[str, dict[str, float]]:
-    """Eq. 1 residuals of a random-weight CNN per dataset: what training is compared with (cached)."""
+def random_reference(sources: tuple[tuple[str, str | None], ...], digits: int = 256,
+                     seed: int = 0) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """Eq. 1 residuals of a random-weight CNN per (dataset, data_root) (cached): what training is compared with,
+    on the digits the study's runs measured theirs on (their ``data_root``'s first test digits). Where this
+    machine lacks those files, or the runs did not record their root, the embedded subset's, said in the notes."""
     import torch
 
-    from trainables.data import load_embedded
+    from trainables.data import DataError, load_data, load_embedded
     from trainables.datasets import MNIST
     from trainables.evaluate import eq1_residuals
     from trainables.models import STNClassifier
 
-    splits = load_embedded()
-    out = {}
-    for dataset in (d for d in datasets if dataset_spec(d).family == MNIST):  # the others' images are not MNIST digits
+    out, notes = {}, []
+    for dataset, root in sources:
+        if dataset_spec(dataset).family != MNIST:  # the others' images are not MNIST digits
+            continue
+        try:
+            splits = load_data(dataset, root, download=False) if root else load_embedded()
+        except DataError:
+            splits = load_embedded()
+            notes.append(f"{dataset}: the random-weight reference uses the embedded subset's digits: the runs' "
+                         f"data_root ({root}) is not on this machine")
         torch.manual_seed(seed)
         out[dataset] = eq1_residuals(STNClassifier(dataset, "CNN").eval(), splits.test_x[:digits])
-    return out
+    return out, notes
