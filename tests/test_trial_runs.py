@@ -13,7 +13,7 @@ from ray.tune.experiment import Trial
 from study.config import load
 from study.search.searcher import PerCellSearcher
 from study.tracking.spool import TrackingSpool
-from study.tracking.trial_runs import END_METRICS, TrialTracker, is_end_metric
+from study.tracking.trial_runs import TrialTracker, is_end_metric
 from study.trial_schema import hparams_hash
 
 HP = {"optimizer": "adam", "lr": 0.001, "loc_lr_mult": 1.0, "momentum": 0.0, "weight_decay": 0.0, "batch_size": 64}
@@ -70,15 +70,17 @@ def test_epoch_results_and_the_end_result_are_logged_as_their_own_metrics(store)
     tracker.on_trial_result(0, [], t, {"epoch": 2, "val_error": 0.25, "lr": 0.1, "done": False, "pid": 99})
     tracker.on_trial_result(0, [], t, {"outcome": "completed", "epochs_completed": 3, "test_error": 0.2,
                                        "eq1_residual_rotation_d1": 0.5, "val_error": 0.2, "node_id": "n",
-                                       "flag": True, "angle_slope": -1})
+                                       "flag": True, "angle_slope": -1, "a_new_metric": 0.5, "time_total_s": 9.0,
+                                       "training_iteration": 3})
     tracker.on_trial_result(0, [], t, {"done": True})  # nothing to log
     assert spool.flush(30) == 0
     run = run_of(store, "t1")
     assert run.data.metrics == {"val_error": 0.25, "lr": 0.1, "test_error": 0.2, "eq1_residual_rotation_d1": 0.5,
-                                "angle_slope": -1.0}
+                                "angle_slope": -1.0, "a_new_metric": 0.5}  # any number the trial reports, not Tune's
     assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_error")] == [(2, 0.25)]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "test_error")] == [3]
-    assert is_end_metric("eq1_residual_scale_d2") and not is_end_metric("val_error") and "test_error" in END_METRICS
+    assert is_end_metric("eq1_residual_scale_d2") and not is_end_metric("val_error") and is_end_metric("test_error")
+    assert is_end_metric("trial_seconds") and not is_end_metric("lr") and not is_end_metric("pid")
 
 
 def test_each_way_a_trial_ends_sets_its_run_status_and_outcome(store, tmp_path):

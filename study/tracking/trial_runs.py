@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from ray import tune
+from ray.tune.result import AUTO_RESULT_KEYS, DONE, TRIAL_ID
 
 from study.tracking.contract import ARTIFACT_FILES, FIGURES_PATH, MODEL_FILE, SPEC_FILE
 from study.trial_schema import HPARAM_KEYS, hparams_hash, mlflow_params, trial_key
@@ -128,13 +129,17 @@ class TrialTracker(tune.Callback):
             log.warning("could not keep the artifacts of %s: %s", trial.trial_id, err)
 
 
-END_METRICS = ("test_error", "test_error_sd", "pose_sd", "pose_sd_v1", "angle_slope", "angle_intercept", "feature_misalignment",
-               "rotation_consistency_deg",
-               "pose_sd_composed", "angle_slope_composed", "angle_intercept_composed", "trial_seconds")
+# What a trial's final report carries besides its end metrics: Tune's own keys, the position in the run and
+# the per-epoch curves (logged per epoch). Every other number it reports is an end metric and is logged, so a
+# metric a dataset or the evaluation adds reaches MLflow without a list to update.
+TUNE_KEYS = frozenset({*AUTO_RESULT_KEYS, DONE, TRIAL_ID})
+POSITION_KEYS = ("epoch", "step", "epochs_completed")
 
 
 def is_end_metric(key: str) -> bool:
-    return key in END_METRICS or key.startswith("eq1_residual_")
+    if key in TUNE_KEYS or key in POSITION_KEYS:
+        return False
+    return key == "trial_seconds" or not (key in EPOCH_METRICS or key.startswith(VALIDATION_PREFIX))
 
 
 def log_final_model(tracking_uri: str, run_id: str, directory: Path) -> None:
