@@ -129,7 +129,7 @@ def _write_probe(storage: str, token: str) -> tuple[str, str]:
             directory.mkdir(parents=True, exist_ok=True)
             (directory / node).write_text(node)
         return node, ""
-    except Exception as err:  # report, don't raise: the driver writes the one-line message
+    except Exception as err:  # noqa: BLE001 - any failure is reported, not raised: the driver writes the one-line message
         return node, f"{type(err).__name__}: {err}"
 
 

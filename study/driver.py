@@ -28,8 +28,8 @@ from study.search.schedulers import CellPruningScheduler, SnapshotOnAddScheduler
 from study.search.searcher import PerCellSearcher
 from study.search.segments import RecordConflict
 from study.signals import fit
-from study.state import StudyState, study_dir, write_deadline
-from study.tracking.contract import best_tags, completed_finals
+from study.state import StudyState, StudyStatus, study_dir, write_deadline
+from study.tracking.contract import Stage, Tag, best_tags, completed_finals
 from study.tracking.store import artifact_root_for, ensure_experiment, open_client, provenance_tags, resolve_tracking_uri
 from study.tracking.trial_runs import TrialTracker
 from study.trial import train_cell
@@ -194,10 +194,10 @@ class StudyDriver:
         searcher.start_new_run()  # trials of an earlier run that never ended are suggested again first
         if (searcher.remaining() or searcher.orphans()) and not searcher.budget_exhausted():
             searcher.finals_done |= self._finals_in_mlflow()  # a later search run must not repeat them early
-            name = self._new_run(runs, complete, "search")
+            name = self._new_run(runs, complete, Stage.SEARCH)
             # an upper bound: the searcher ends the run
             samples = searcher.remaining() + len(searcher.orphans()) + searcher.finals_bound()
-            stage = "search + final" if searcher.finals_bound() else "search"
+            stage = f"{Stage.SEARCH} + {Stage.FINAL}" if searcher.finals_bound() else Stage.SEARCH
             tuner = tune.Tuner(
                 self._tune_trainable(), param_space={},
                 tune_config=tune.TuneConfig(search_alg=searcher, scheduler=CellPruningScheduler(searcher),
@@ -226,7 +226,7 @@ class StudyDriver:
             return set()  # no final run can have started yet: nothing to look up (and no need for the server)
         self.flush_tracking(wait=True)  # what MLflow holds must be up to date; raises if it stays down
         runs = completed_finals(self.client, self.state.experiment_id, self.state.study_id)
-        return {final_key({"cell": r.data.tags["cell"], "seed": r.data.tags["seed"],
+        return {final_key({"cell": r.data.tags[Tag.CELL], "seed": r.data.tags[Tag.SEED],
                            **{k: r.data.params.get(k) for k in HPARAM_KEYS}}) for r in runs}
 
     def final_todo(self, searcher: PerCellSearcher, warn: bool = False) -> list[dict]:
@@ -246,8 +246,8 @@ class StudyDriver:
         todo = self.final_todo(searcher, warn=True)
         if not todo:
             return
-        name = self._new_run(runs, complete, "final")
-        callbacks = self._callbacks(None, "final", list(dict.fromkeys(c["cell"] for c in todo)), len(todo))
+        name = self._new_run(runs, complete, Stage.FINAL)
+        callbacks = self._callbacks(None, Stage.FINAL, list(dict.fromkeys(c["cell"] for c in todo)), len(todo))
         tuner = tune.Tuner(self._tune_trainable(), param_space={"spec": tune.grid_search(todo)},
                            tune_config=tune.TuneConfig(max_concurrent_trials=self.cfg.max_concurrent_trials,
                                                        reuse_actors=True, scheduler=SnapshotOnAddScheduler()),
@@ -261,23 +261,23 @@ class StudyDriver:
             raise RuntimeError("StudyDriver.execute needs a started or attached study")
         started = time.monotonic()
         write_deadline(self.directory, self.max_hours)
-        status, state_status, ran_through = "FAILED", "failed", False
+        status, state_status, ran_through = "FAILED", StudyStatus.FAILED, False
         try:
             searcher = self.search()
             self._raise_if_disk_short()
             if searcher.budget_exhausted() and (searcher.remaining() or searcher.orphans() or self.final_todo(searcher)):
-                status, state_status = "FINISHED", "budget-exhausted"
+                status, state_status = "FINISHED", StudyStatus.BUDGET_EXHAUSTED
                 budget = f"of {self.max_hours:g} h " if self.max_hours is not None else ""  # a deadline file set by hand
                 self.say(f"time budget {budget}reached: no new trial (search or final) was started; "
                          f"continue with --resume {self.state.study_id}")
             else:
                 self.final(searcher)
                 self._raise_if_disk_short()
-                status, state_status = "FINISHED", "finished"
+                status, state_status = "FINISHED", StudyStatus.FINISHED
             self._summarise(searcher, time.monotonic() - started)
             ran_through = True
         except KeyboardInterrupt:
-            status, state_status = "KILLED", "interrupted"
+            status, state_status = "KILLED", StudyStatus.INTERRUPTED
             if self.guard.tripped is not None:
                 raise self.guard.error(self.state.study_id) from None
             print(f"study {self.state.study_id} interrupted: running trials were checkpointed; "

@@ -18,6 +18,7 @@ from study.config import ConfigError, StudyConfig
 from study.extension import EXTENSIBLE, refusal
 from study.paths import storage_root
 from study.signals import STOP
+from study.tracking.contract import Tag
 from trainables.data import DataError
 
 
@@ -123,7 +124,7 @@ def _finals_done(state) -> str:
         runs = completed_finals(MlflowClient(uri), state.experiment_id, state.study_id)
     except Exception:  # noqa: BLE001 - a tracking server that is down: the list still shows the record
         return f"?/{planned}"
-    done = {(r.data.tags.get("cell"), r.data.tags.get("seed")) for r in runs}
+    done = {(r.data.tags.get(Tag.CELL), r.data.tags.get(Tag.SEED)) for r in runs}
     return f"{len(done)}/{planned}"
 
 

@@ -7,6 +7,7 @@ import time
 
 from ray import tune
 
+from study.tracking.contract import Stage
 from trainables.outcome import Outcome
 
 
@@ -38,7 +39,7 @@ class Progress(tune.Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         config = {**trial.config, **trial.config.get("spec", {})}
-        early_final = config.get("stage") == "final" and self.stage != "final"  # started in a search slot
+        early_final = config.get("stage") == Stage.FINAL and self.stage != Stage.FINAL  # started in a search slot
         self.cell_of[trial.trial_id] = f"{config['cell']} final" if early_final else config["cell"]
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -79,7 +80,7 @@ class Progress(tune.Callback):
                  f"ETA {'?' if eta is None else _fmt_seconds(eta)}"]
         for cell in self.cells + sorted(set(self.cell_of.values()) - set(self.cells)):
             ids = [t for t, c in self.cell_of.items() if c == cell]
-            states = [self.outcomes.get(t, "running") for t in ids]
+            states = [self.outcomes.get(t, Outcome.RUNNING) for t in ids]
             best = self.best.get(cell)
             lines.append(f"  {cell:<32} running {states.count('running')}  done {states.count(Outcome.COMPLETED)}  "
                          f"pruned {states.count(Outcome.PRUNED)}  failed {states.count(Outcome.FAILED) + states.count(Outcome.DIVERGED)}"

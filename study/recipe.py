@@ -49,7 +49,7 @@ def grid(args: argparse.Namespace) -> list[dict]:
     points, seen = [], set()
     values = [getattr(args, axis) for axis in AXES if axis != "lr_milestones"]
     for combo in itertools.product(*values):
-        point = dict(zip([a for a in AXES if a != "lr_milestones"], combo))
+        point = dict(zip([a for a in AXES if a != "lr_milestones"], combo, strict=True))
         point["lr_milestones"] = tuple(args.lr_milestones)
         if point["optimizer"] == "adam":
             point["momentum"] = 0.0
@@ -165,10 +165,10 @@ def curves(root: Path, out: Path) -> None:
     axes = grid.flatten()
     for i, (name, history) in enumerate(histories.items()):
         xs, color = [h["step" if by_step else "epoch"] for h in history], plt.cm.tab10(i % 10)  # one colour per run
-        for ax, (key, scale, _) in zip(axes, panels):
+        for ax, (key, scale, _) in zip(axes, panels, strict=False):
             if any(h.get(key) is not None for h in history):
                 ax.plot(xs, [scale * h.get(key, float("nan")) for h in history], lw=0.8, color=color, label=name)
-    for ax, (key, scale, title) in zip(axes, panels):  # a panel only for what was measured (no slope for translation)
+    for ax, (key, scale, title) in zip(axes, panels, strict=False):  # a panel only for what was measured (no slope for translation)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step (batch)" if by_step else "epoch")
         ax.grid(alpha=0.3)

@@ -11,11 +11,22 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from study.paths import StudyDir, study_dirs
 
 STATE_FILE, DEADLINE_FILE = "study.json", "deadline"
+
+
+class StudyStatus(StrEnum):
+    """Where a study stands, as ``study.json`` and ``--list`` say it."""
+
+    RUNNING = "running"
+    INTERRUPTED = "interrupted"  # Ctrl-C, SIGTERM, a kill: --resume continues it
+    BUDGET_EXHAUSTED = "budget-exhausted"  # its time budget ended it between trials: --resume continues it
+    FINISHED = "finished"
+    FAILED = "failed"
 
 
 class StudyNotFound(ValueError):
@@ -31,7 +42,7 @@ class StudyState:
     experiment_id: str
     parent_run_id: str
     created: float = field(default_factory=time.time)
-    status: str = "running"  # running | interrupted | budget-exhausted | finished | failed
+    status: str = StudyStatus.RUNNING
     search_runs: list[str] = field(default_factory=list)  # Tune experiment names, in order
     final_runs: list[str] = field(default_factory=list)
     search_complete: list[bool] = field(default_factory=list)

@@ -25,7 +25,7 @@ import torch
 from ray import tune
 
 from study.prepare import source_root
-from study.tracking.contract import MODEL_FILE, SPEC_FILE
+from study.tracking.contract import MODEL_FILE, SPEC_FILE, Stage
 from study.trial_schema import trial_key
 from trainables.data import data_source, load_data
 from trainables.figures import write_trial_figures
@@ -117,7 +117,7 @@ def train_cell(config: dict) -> None:
     key = trial_key(config)
     resume = load_resume(key)
     if resume is not None and resume.get("final"):
-        if config.get("stage") != "final" or tune.get_checkpoint() is not None:
+        if config.get("stage") != Stage.FINAL or tune.get_checkpoint() is not None:
             tune.report({"outcome": Outcome.COMPLETED, **resume["final"]})  # finished before an interruption
             return
         resume = None  # a final run that ended unseen by Tune's snapshot: its model is in no checkpoint, train again
@@ -140,7 +140,7 @@ def train_cell(config: dict) -> None:
     with tempfile.TemporaryDirectory() as directory:
         write_trial_figures(directory, result.figures, result.metrics, f"{config['cell']} ({config['stage']})")
         torch.save({"final": result.metrics, "epoch": cfg.epochs}, Path(directory) / STATE_FILE)
-        if config.get("stage") == "final":
+        if config.get("stage") == Stage.FINAL:
             torch.save(result.model.state_dict(), Path(directory) / MODEL_FILE)
             spec = {"dataset": cfg.dataset, "variant": cfg.variant, "st_transform": cfg.st_transform}
             (Path(directory) / SPEC_FILE).write_text(json.dumps(spec))

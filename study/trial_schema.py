@@ -8,10 +8,8 @@ key lists and functions here, so that no module spells them out again.
 
 from __future__ import annotations
 
-import hashlib
-import json
-
 from study.config import RUN_OPTIONS, Cell, StudyConfig
+from study.tracking.contract import Stage, hparams_hash
 from trainables.train_config import CELL, SEARCHED, SEED, options_of
 
 # The searched hyper-parameters, the cell's fields and the study-wide options: TrainConfig's roles
@@ -26,22 +24,17 @@ def constants(cfg: StudyConfig, stage: str) -> dict:
     """The study-wide part of every trial's config: every run option, the stage, the threads per trial."""
     options = {name: getattr(cfg, name) for name in RUN_OPTIONS}
     options["lr_milestones"] = list(options["lr_milestones"])  # a Tune config is plain JSON
-    if stage == "final":
+    if stage == Stage.FINAL:
         options["epochs"] = cfg.final_epochs or cfg.epochs
     return {"stage": stage, **options, "threads": max(1, int(cfg.resources.cpus))}
 
 
 def cell_fields(cell: Cell) -> dict:
-    return dict(zip(CELL_KEYS, (cell.key, cell.dataset, cell.variant, cell.st_transform)))
+    return dict(zip(CELL_KEYS, (cell.key, cell.dataset, cell.variant, cell.st_transform), strict=True))
 
 
 def hparams(config: dict) -> dict:
     return {k: config[k] for k in HPARAM_KEYS if k in config}
-
-
-def hparams_hash(config: dict) -> str:
-    """A short fingerprint of a configuration's hyper-parameters: a final run names the one it retrains."""
-    return hashlib.sha256(json.dumps([str(config[k]) for k in HPARAM_KEYS]).encode()).hexdigest()[:12]
 
 
 def final_key(config: dict) -> tuple:
@@ -58,9 +51,9 @@ def trial_key(config: dict) -> str | None:
     final run, its own configuration), continues its run and its epochs instead of repeating them.
     """
     cell = config.get("cell", "").replace("/", "+")
-    if config.get("stage") == "search" and config.get("trial_number") is not None:
+    if config.get("stage") == Stage.SEARCH and config.get("trial_number") is not None:
         return f"{cell}+search-{config['trial_number']}"
-    if config.get("stage") == "final" and all(k in config for k in HPARAM_KEYS):
+    if config.get("stage") == Stage.FINAL and all(k in config for k in HPARAM_KEYS):
         return f"{cell}+final-seed{config.get('seed', 0)}-{hparams_hash(config)}"
     return None
 

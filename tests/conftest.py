@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from study.bench.services import LocalPostgres, S3Server, free_port  # noqa: F401 - the tests' services
+from study.bench.services import LocalPostgres, S3Server, free_port
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -212,7 +212,7 @@ def epochs_logged(uri: str, name: str) -> int:
             return 0
         return sum(len(client.get_metric_history(r.info.run_id, "val_error"))
                    for r in client.search_runs([experiment.experiment_id]))
-    except Exception:  # the store is still being created by the launcher
+    except Exception:  # noqa: BLE001 - the store is still being created by the launcher: any error means "not yet"
         return 0
 
 

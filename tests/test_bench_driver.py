@@ -10,9 +10,10 @@ def test_the_meter_reports_the_steady_state_between_the_first_and_the_last_resul
 
     clock = iter([(10.0, 1.0), (10.5, 1.2), (11.0, 1.4), (12.0, 1.6)])
     meter = DriverMeter()
-    monkeypatch.setattr(bench.time, "perf_counter", lambda: current[0])
-    monkeypatch.setattr(bench.time, "process_time", lambda: current[1])
-    for current in clock:
+    now = [None]  # the clock's current (wall, CPU) reading
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: now[0][0])
+    monkeypatch.setattr(bench.time, "process_time", lambda: now[0][1])
+    for now[0] in clock:
         meter.on_trial_result(0, [], None, {})
     summary = meter.summary()
     assert summary["results"] == 4 and summary["results_per_s"] == pytest.approx(3 / 2.0)

@@ -18,7 +18,7 @@ def test_the_timed_step_is_one_optimiser_step_on_the_loops_loss():
     step(images, labels)
     metrics.classification_loss(reference(images), labels).backward()  # the same step by hand
     with torch.no_grad():
-        for moved, (name, before) in zip(model.parameters(), reference.named_parameters()):
+        for moved, (name, before) in zip(model.parameters(), reference.named_parameters(), strict=True):
             assert torch.allclose(moved, before - 0.1 * before.grad, atol=1e-6), name
 
 

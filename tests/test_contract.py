@@ -3,8 +3,7 @@ report reads, and the driver's choice of each cell round-trips through the paren
 
 import numpy as np
 
-from study.tracking.contract import ARTIFACT_FILES, BEST_TAG, best_tags, read_best_tags
-from study.trial_schema import hparams_hash
+from study.tracking.contract import ARTIFACT_FILES, BEST_TAG, best_tags, hparams_hash, read_best_tags
 from trainables.figures import write_trial_figures
 
 HP = {"optimizer": "adam", "lr": 0.001, "loc_lr_mult": 1.0, "momentum": 0.0, "weight_decay": 0.0, "batch_size": 64}

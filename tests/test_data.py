@@ -29,7 +29,7 @@ def write_idx(raw, n_train=120, n_test=30):
     def labels(n):
         return np.array([2049, n], dtype=">i4").tobytes() + (np.arange(n) % 10).astype(np.uint8).tobytes()
 
-    for name, blob in zip(MNIST_FILES, (images(n_train), labels(n_train), images(n_test), labels(n_test))):
+    for name, blob in zip(MNIST_FILES, (images(n_train), labels(n_train), images(n_test), labels(n_test)), strict=True):
         (raw / name).write_bytes(blob)
 
 

@@ -32,11 +32,11 @@ def fc(n_in, n_out):
 
 
 SVHN_WIDTHS = (3, 48, 64, 128, 160, 192, 192, 192, 192)
-SVHN_BLOCK = [conv(a, b, 5) for a, b in zip(SVHN_WIDTHS, SVHN_WIDTHS[1:])]
+SVHN_BLOCK = [conv(a, b, 5) for a, b in zip(SVHN_WIDTHS, SVHN_WIDTHS[1:], strict=False)]
 SVHN_SIDES = (32, 16, 16, 8, 8, 4, 4, 2, 2)  # input, then after each block: 2x2 pools after conv 1, 3, 5, 7
 MULTI_SIDES = (64, 32, 32, 16, 16, 8, 8, 4, 4)  # the same blocks on the 64x64 multi-digit crops
 PLANKTON_WIDTHS = (1, 32, 32, 64, 64, 128, 128, 128, 256, 256, 256)
-PLANKTON_BLOCK = [conv(a, b, 3) for a, b in zip(PLANKTON_WIDTHS, PLANKTON_WIDTHS[1:])]
+PLANKTON_BLOCK = [conv(a, b, 3) for a, b in zip(PLANKTON_WIDTHS, PLANKTON_WIDTHS[1:], strict=False)]
 PLANKTON_SIDES = (95, 95, 47, 47, 23, 23, 23, 11, 11, 11, 5)  # 3x3/2 pools after conv 2, 4, 7, 10
 
 CNN = {

@@ -50,14 +50,14 @@ def test_fixed_seed_gives_identical_batches_and_new_seeds_fresh_draws(dataset, s
         return next(iter(stream.batches(seed)))
 
     a, b, c = first_batch(7), first_batch(7), first_batch(8)
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     assert not torch.equal(a[0], c[0]) and not torch.equal(a[2], c[2])
 
 
 def test_rotation_turns_like_torchvision(digits):
     distortion = make_distortion("rotated-mnist")
     images, angles = distortion(digits[:8], generator(3, "cpu"))
-    for image, digit, angle in zip(images, digits[:8], angles):
+    for image, digit, angle in zip(images, digits[:8], angles, strict=False):
         theirs = TF.rotate(digit[None], float(angle), interpolation=InterpolationMode.BILINEAR)
         assert (image - theirs).abs().mean() < 0.02
 

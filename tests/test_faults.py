@@ -56,7 +56,7 @@ def assert_complete(uri: str, name: str, trials: int, epochs: int) -> None:
     runs = study.runs
     assert len(runs) == trials + 1 and runs["trial_id"].is_unique  # search trials + one final run
     assert (runs["status"] == "FINISHED").all() and (runs["outcome"] == "completed").all()
-    for run_id, stage in zip(runs["run_id"], runs["stage"]):
+    for run_id, stage in zip(runs["run_id"], runs["stage"], strict=True):
         steps = [m.step for m in client.get_metric_history(run_id, "val_error")]
         assert steps == list(range(1, epochs + 1)), (stage, steps)
     assert client.get_run(study.parent_run_id).info.status == "FINISHED"

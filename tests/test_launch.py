@@ -75,7 +75,7 @@ def test_poor_cell_still_trains_its_best_to_the_end(study):
 def test_final_stage_retrains_each_cells_val_best_config_with_every_seed(study):
     _, _, runs = study
     hparams = ["param.optimizer", "param.lr", "param.loc_lr_mult", "param.momentum", "param.batch_size"]
-    for cell, group in runs.groupby("cell"):
+    for _cell, group in runs.groupby("cell"):
         search = group[(group["stage"] == "search") & (group["outcome"] == "completed")]
         ranked = search.assign(number=search["param.trial_number"].astype(int))
         best = ranked.sort_values(["val_error", "number"]).iloc[0]  # ties go to the earlier trial
@@ -226,6 +226,6 @@ def test_a_study_without_a_search_trains_its_fixed_recipe_in_final_runs_only(ray
     runs = load_study(MlflowClient(uri), study_id).runs
     assert set(runs["stage"]) == {"final"} and len(runs) == 4
     assert set(runs["outcome"]) == {"completed"} and (runs["status"] == "FINISHED").all()
-    assert sorted(zip(runs["cell"], runs["seed"].astype(str))) == sorted(
+    assert sorted(zip(runs["cell"], runs["seed"].astype(str), strict=True)) == sorted(
         (cell, seed) for cell in ("rotated-mnist/CNN", "rotated-mnist/STN-SL1/rotation") for seed in ("0", "1"))
     assert set(runs["param.loc_lr_mult"].astype(float)) == {1.0} and set(runs["param.optimizer"]) == {"adam"}

@@ -48,7 +48,7 @@ def test_resume_from_a_checkpoint_matches_an_uninterrupted_run(splits):
     assert first.status == "stopped" and saved["epoch"] == 1
     resumed = train(small(epochs=2, train_size=512), splits=splits, resume=saved, evaluate_at_end=False)
     assert len(resumed.history) == 2
-    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
     assert resumed.history[1]["train_loss"] == pytest.approx(full.history[1]["train_loss"], rel=1e-5)
 
@@ -100,7 +100,7 @@ def test_channels_last_computes_the_same_function(variant):
     assert torch.allclose(out, out_fast, atol=1e-5)
     out.sum().backward()
     out_fast.sum().backward()
-    for a, b in zip(model.parameters(), fast.parameters()):
+    for a, b in zip(model.parameters(), fast.parameters(), strict=True):
         assert torch.allclose(a.grad, b.grad, atol=1e-4)
 
 
@@ -115,7 +115,7 @@ def test_every_epoch_logs_the_st_alignment_on_the_val_set(splits, variant):
 
     result = train(small(variant=variant, lr=1e-30, epochs=2, train_size=256), splits=splits, evaluate_at_end=False)
     stream = DistortedStream(splits.val_x, splits.val_y, make_distortion("rotated-mnist"), 500, splits.train_x)
-    angles, labels = zip(*[(p, y) for _, y, p in stream.batches(stream_seed(EVAL_SEED, "val"))])
+    angles, labels = zip(*[(p, y) for _, y, p in stream.batches(stream_seed(EVAL_SEED, "val"))], strict=True)
     angles, labels = torch.cat(angles).double(), torch.cat(labels)
     squares = sum(float(((angles[labels == c] - angles[labels == c].mean()) ** 2).sum()) for c in range(10))
     for record in result.history:

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from study.paths import StudyDir, s3_client
 from study.report.data import load_study
-from study.search.record import JOURNAL_FILE, ObjectJournalBackend
+from study.search.record import JOURNAL_FILE
 from study.search.segments import RecordConflict, SegmentedJournalBackend
 
 pytestmark = pytest.mark.usefixtures("writers_are_closed")
@@ -103,16 +103,6 @@ def test_a_second_writer_is_refused_and_loses_nothing_of_the_first(s3):
     reader = optuna.load_study(study_name="cell", storage=optuna.storages.JournalStorage(
         SegmentedJournalBackend(directory, JOURNAL_FILE)))
     assert [t.value for t in reader.trials] == [t.value for t in study.trials] and len(reader.trials) == 4
-
-
-def test_a_journal_of_the_single_object_layout_is_read_and_compacted_by_the_next_driver(s3):
-    directory = StudyDir(f"s3://{s3.bucket}/unit", "legacy")
-    old = optuna.create_study(study_name="cell", storage=optuna.storages.JournalStorage(ObjectJournalBackend(directory)))
-    old.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
-    driver = optuna.storages.JournalStorage(SegmentedJournalBackend(directory, JOURNAL_FILE, writer=True))
-    assert [t.value for t in optuna.load_study(study_name="cell", storage=driver).trials] == [t.value for t in old.trials]
-    keys = s3.keys("unit/legacy/")
-    assert f"unit/legacy/{JOURNAL_FILE}" not in keys and any("/base-" in k for k in keys)
 
 
 def test_a_study_on_s3_is_killed_and_resumed_from_elsewhere_with_exactly_its_trials(s3, tmp_path):

@@ -1,6 +1,7 @@
-"""The private Ray and MLflow APIs the study relies on: each fails here, loudly, when an upgrade changes it.
+"""The private or undocumented APIs of Ray, MLflow, Optuna, argparse and torchvision the study relies on:
+each fails here, loudly, when an upgrade changes it.
 
-Where a public API does the job it is used instead (Optuna is used through its public API only).
+Where a public API does the job it is used instead.
 """
 
 import inspect
@@ -90,3 +91,46 @@ def test_tunes_slow_step_threshold_is_a_class_attribute_read_at_import():
     import study.tune_runs  # noqa: F401 - sets it
 
     assert warn_if_slow("step").threshold == warn_if_slow.DEFAULT_THRESHOLD == float(os.environ["TUNE_WARN_THRESHOLD_S"])
+
+
+def test_a_scheduler_reaches_the_tune_controller_behind_its_restricted_wrapper():
+    """study.search.schedulers: Tune hands schedulers a wrapper (a DeveloperAPI) that keeps the controller in ``_tune_controller``
+    (and warns on other attributes); the snapshot before each new trial is asked of the controller itself."""
+    from ray.tune.execution.tune_controller import TrialRunnerWrapper, TuneController
+
+    wrapper = TrialRunnerWrapper.__new__(TrialRunnerWrapper)
+    wrapper._tune_controller = object.__new__(TuneController)
+    assert "self._tune_controller = tune_controller" in inspect.getsource(TrialRunnerWrapper.__init__)
+    assert isinstance(wrapper._tune_controller, TuneController)
+
+
+def test_an_optuna_trial_handle_can_be_rebuilt_from_its_study_and_id():
+    """study.search.record.trial_handle: after a driver restart, a running trial's ask-and-tell handle is rebuilt
+    with ``optuna.Trial(study, trial_id)`` (public class, undocumented constructor): it reports and is told."""
+    import optuna
+
+    study = optuna.create_study()
+    asked = study.ask()
+    handle = optuna.Trial(study, asked._trial_id)
+    assert list(inspect.signature(optuna.Trial.__init__).parameters) == ["self", "study", "trial_id"]
+    handle.report(0.5, step=1)
+    study.tell(handle, 0.4)
+    assert study.trials[0].intermediate_values == {1: 0.5} and study.trials[0].value == 0.4
+
+
+def test_argparse_lists_a_parsers_actions_with_their_flags():
+    """study.launch.flag_names: which flag sets each config field, read from the parser's ``_actions``."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    action = parser.add_argument("--max-hours", dest="max_hours")
+    assert action in parser._actions and action.option_strings == ["--max-hours"]
+
+
+def test_torchvision_svhn_checks_its_files_through_an_overridable_method():
+    """trainables.svhn: our SVHN reader overrides ``_check_integrity`` to accept files whose MD5 differs
+    (recorded as ``published``) instead of refusing them."""
+    from torchvision.datasets import SVHN
+
+    assert "self._check_integrity()" in inspect.getsource(SVHN.__init__)
+    assert callable(SVHN._check_integrity)

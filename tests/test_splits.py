@@ -16,8 +16,8 @@ def test_the_split_is_a_fixed_disjoint_partition_in_the_given_sizes():
     assert [len(p) for p in parts] == [70, 70, 20, 20, 10, 10]
     ids = [set(p.tolist()) for p in parts[1::2]]
     assert set().union(*ids) == set(range(100)) and sum(map(len, ids)) == 100  # disjoint, nothing lost
-    assert all(torch.equal(a.view(-1), b) for a, b in zip(parts[0::2], parts[1::2]))  # images keep their labels
-    assert all(torch.equal(a, b) for a, b in zip(parts, split(x, y, (70, 20, 10))))  # the same every time
+    assert all(torch.equal(a.view(-1), b) for a, b in zip(parts[0::2], parts[1::2], strict=True))  # images keep their labels
+    assert all(torch.equal(a, b) for a, b in zip(parts, split(x, y, (70, 20, 10)), strict=True))  # the same every time
     assert parts[1].tolist() != list(range(70))  # shuffled, not the stored (label-sorted) order
     assert split(x, y, (5,))[1].tolist() == parts[1][:5].tolist()  # one shuffle, cut in order
 

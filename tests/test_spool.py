@@ -86,21 +86,6 @@ def test_updates_left_by_a_driver_are_replayed_by_the_next_one(tmp_path):
         server.stop()
 
 
-def test_an_update_spooled_by_an_earlier_version_finds_its_run_by_tune_trial_id(tmp_path):
-    """Before trial keys, a run was found by its Tune trial id: a journal left then still reaches its run."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(uri)
-    experiment = client.create_experiment("earlier")
-    run = client.create_run(experiment, tags={"study_id": "s1", "trial_id": "a1b2c3d4", "outcome": "running"})
-    spool = TrackingSpool(uri, tmp_path / "spool", experiment, "s1", say=lambda _: None)
-    epoch(spool, "a1b2c3d4", 1)
-    spool.submit("end", key="a1b2c3d4", status="FINISHED", tags={"outcome": "completed"})
-    assert spool.flush(timeout=30) == 0
-    spool.close()
-    assert client.get_run(run.info.run_id).info.status == "FINISHED"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_error")] == [1]
-
-
 def test_a_request_the_server_refuses_is_dropped_not_retried_forever(server, tmp_path):
     client = MlflowClient(server.uri)
     experiment_id = client.create_experiment("refused")

@@ -57,7 +57,7 @@ def test_the_driver_opens_a_new_store_while_other_clients_create_it(tmp_path, cp
             roles = [True, True, False, False]
             results = pool.starmap(_client, [(uri, start + (delay * (1 + i) if ours else 0), ours)
                                              for i, ours in enumerate(roles)])
-            assert all(r == "ok" for r, ours in zip(results, roles) if ours), (rep, results)  # the others may lose
+            assert all(r == "ok" for r, ours in zip(results, roles, strict=True) if ours), (rep, results)  # the others may lose
             assert [e.name for e in MlflowClient(uri).search_experiments() if e.name == "study"] == ["study"]
 
 

@@ -12,9 +12,9 @@ from ray.tune.experiment import Trial
 
 from study.config import load
 from study.search.searcher import PerCellSearcher
+from study.tracking.contract import hparams_hash
 from study.tracking.spool import TrackingSpool
 from study.tracking.trial_runs import TrialTracker, is_end_metric
-from study.trial_schema import hparams_hash
 
 HP = {"optimizer": "adam", "lr": 0.001, "loc_lr_mult": 1.0, "momentum": 0.0, "weight_decay": 0.0, "batch_size": 64}
 STUDY = "runs-20260101-000000-abcd"

@@ -82,7 +82,7 @@ def load_torchvision(data_root: str | Path, download: bool = False) -> MnistSpli
         test = MNIST(str(root), train=False, download=download)
         n_val = max(1, int(round(len(train.targets) * FULL_VAL_FRACTION)))
         tx, ty, vx, vy = split(train.data, train.targets.long(), (len(train.targets) - n_val, n_val))
-    except Exception as err:  # torchvision raises assorted errors on truncated or corrupt IDX files
+    except Exception as err:  # noqa: BLE001 - torchvision raises assorted errors on truncated or corrupt IDX files
         raise DataError(f"data_root: cannot read the MNIST files under {raw}: {err}".replace("\n", " ")) from None
     if tx.shape[1:] != MNIST_DIGIT or len(ty) != len(tx):
         raise DataError(f"data_root: the MNIST files under {raw} are corrupt (images {tuple(tx.shape)})")

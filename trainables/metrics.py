@@ -178,7 +178,7 @@ def eq1_residual(features, images: torch.Tensor, depth: int, kind: str, stride: 
                                  for i, s in enumerate(shift)])
             ref_padded = features(padded, depth)
             back = torch.stack([m.roll((-int(s[1]), -int(s[0])), dims=(-2, -1))
-                                for m, s in zip(features(moved, depth), shift)])
+                                for m, s in zip(features(moved, depth), shift, strict=True)])
             border = torch.zeros_like(ref_padded[:1, :1])
             border[..., 1:-1, 1:-1] = 1.0  # one feature pixel = one stride: the rolled-around seam
             return misalignment(back, ref_padded, border)

@@ -13,3 +13,5 @@ class Outcome(StrEnum):
     STOPPED = "stopped"  # ended early by its caller (the CLI's Ctrl-C or SIGTERM, an ``on_epoch`` stop)
     PRUNED = "pruned"  # the study's scheduler ended it early: not worth training on
     FAILED = "failed"  # an error ended it (a crash, a lost worker): retried where the study can
+    RUNNING = "running"  # not ended yet: what its MLflow run says while it trains
+    KILLED = "killed"  # the study stopped (Ctrl-C, SIGTERM, its time budget) while it trained: resumed by --resume

@@ -92,7 +92,7 @@ def decode_cached(name: str, files: list[Path], shape: tuple[int, ...], decode) 
             array[index] = decode(path)
         except DataError:
             raise
-        except Exception as err:  # PIL raises assorted errors on truncated or foreign files
+        except Exception as err:  # noqa: BLE001 - PIL raises assorted errors on truncated or foreign files
             raise DataError(f"data_root: cannot read the image {path}: {err}".replace("\n", " ")) from None
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)

@@ -58,7 +58,7 @@ def load_svhn(data_root: str | Path | None, download: bool = False) -> MnistSpli
                         f"to fetch them")
     try:
         train, test = (_read(root, split, download) for split in SVHN_SPLITS)
-    except Exception as err:  # scipy and torchvision raise assorted errors on truncated or foreign files
+    except Exception as err:  # noqa: BLE001 - scipy and torchvision raise assorted errors on truncated or foreign files
         raise DataError(f"data_root: cannot read the SVHN files under {root}: {err}".replace("\n", " ")) from None
     x, y = torch.from_numpy(train.data).contiguous(), torch.from_numpy(train.labels)
     tests = torch.from_numpy(test.data).contiguous(), torch.from_numpy(test.labels)

@@ -83,7 +83,7 @@ def _read_split(root: Path, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     if len(rows) < 2:
         raise DataError(f"data_root: {root / name} lists {len(rows)} image(s); svhn-multi needs at least 2")
     files = [root / IMAGES / path for path, _ in rows]
-    absent = [path for (path, _), file in zip(rows, files) if not file.is_file()]
+    absent = [path for (path, _), file in zip(rows, files, strict=True) if not file.is_file()]
     if absent:
         raise DataError(f"data_root: {len(absent)} image(s) listed in {name} are missing under {root / IMAGES} "
                         f"(first: {absent[0]})")

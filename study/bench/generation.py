@@ -114,9 +114,9 @@ def data_speedup(digits: torch.Tensor, cores: int = 1, repeats: int = 7, min_sec
                                      256, digits)
             loader = DataLoader(PerSampleReference(digits, dataset), batch_size=256, num_workers=cores,
                                 persistent_workers=cores > 0)
-            reference_rate = lambda: images_per_second(lambda: [None for _ in loader], len(digits))  # noqa: E731
+            reference_rate = lambda loader=loader: images_per_second(lambda: [None for _ in loader], len(digits))  # noqa: E731
 
-            def ours_rate(seed: int) -> float:
+            def ours_rate(seed: int, stream=stream) -> float:
                 return repeated_rate(lambda k: [None for _ in stream.batches(seed + k)], len(digits), min_seconds)
 
             ours_rate(1000 * repeats), reference_rate()  # warm-up; the reference's workers start here

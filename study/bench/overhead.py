@@ -50,11 +50,11 @@ def study_overhead(epochs: int, train_size: int, trials_per_cell: int, final_see
         work, epochs_s = total("trial_seconds", max), total("epoch_seconds", sum)
         seconds = [max([m.value for m in client.get_metric_history(rid, "trial_seconds")] or [0.0])
                    for rid in runs["run_id"]]
-        floor = schedule_floor(list(zip(runs["cell"], runs["stage"], seconds)), cfg.max_concurrent_trials)
+        floor = schedule_floor(list(zip(runs["cell"], runs["stage"], seconds, strict=True)), cfg.max_concurrent_trials)
         infos = [client.get_run(rid).info for rid in runs["run_id"]]
         # each trial's MLflow run start and end, seconds into the study: the real schedule, beside the floor's
         timeline = sorted(([c, stage, i.start_time / 1000 - started_epoch, i.end_time / 1000 - started_epoch]
-                           for c, stage, i in zip(runs["cell"], runs["stage"], infos)), key=lambda row: row[2])
+                           for c, stage, i in zip(runs["cell"], runs["stage"], infos, strict=True)), key=lambda row: row[2])
         first_start, last_end = timeline[0][2], max(row[3] for row in timeline)
         in_tune = sum(end - start for _, _, start, end in timeline)  # Tune's trial start to trial end
         if versus:
@@ -77,14 +77,14 @@ def study_overhead(epochs: int, train_size: int, trials_per_cell: int, final_see
             "schedule_floor_s": floor, "overhead_beyond_floor": 1 - floor / wall,
             # the workload's own idle: slot time that even the floor's schedule leaves without a trial
             "share_floor_idle": 1 - work / (floor * slots),
-            "trial_seconds": [[c, stage, t] for c, stage, t in zip(runs["cell"], runs["stage"], seconds)],
+            "trial_seconds": [[c, stage, t] for c, stage, t in zip(runs["cell"], runs["stage"], seconds, strict=True)],
             "trial_timeline": timeline,
             **({"handwritten": theirs, "versus_ratio": wall / theirs["wall_s"],
                 "ours_records": ours} if versus else {})}
 
 
 def _artifacts(client, runs) -> float:
-    finals = [rid for rid, stage in zip(runs["run_id"], runs["stage"]) if stage == "final"]
+    finals = [rid for rid, stage in zip(runs["run_id"], runs["stage"], strict=True) if stage == "final"]
     return sum(len(client.list_artifacts(rid)) + len(client.list_artifacts(rid, "figures")) for rid in finals) / max(1, len(finals))
 
 

@@ -54,7 +54,7 @@ def train_vs_bound(splits, variant: str, epochs: int, train_size: int) -> dict:
     bound_rates = []
     result = train(cfg, splits=splits, evaluate_at_end=False,
                    on_epoch=lambda record, state: bound_rates.append(images_per_second(compute, train_size)))
-    pairs = list(zip((r["images_per_s"] for r in result.history), bound_rates))
+    pairs = list(zip((r["images_per_s"] for r in result.history), bound_rates, strict=False))
     pairs = pairs[1:] or pairs
     return {"variant": variant, "trial_img_s": statistics.median(t for t, _ in pairs),
             "bound_img_s": statistics.median(b for _, b in pairs),
@@ -82,7 +82,7 @@ def step_options(splits, variant: str = "STN-SL1", steps: int = 12) -> dict:
         started = time.perf_counter()
         step(*batches[0][:2])  # the first step pays compilation
         first = time.perf_counter() - started
-        rate = images_per_second(lambda: [step(x, y) for x, y, _ in batches[1:]], 256 * (len(batches) - 1))
+        rate = images_per_second(lambda step=step: [step(x, y) for x, y, _ in batches[1:]], 256 * (len(batches) - 1))
         out[option] = {"img_s": rate, "first_step_s": first}
     for row in out.values():
         row["vs_eager"] = row["img_s"] / out["eager"]["img_s"]
@@ -115,14 +115,14 @@ def deep_step(variants=("CNN", "STN-SL2"), batch: int = 16, steps: int = 6) -> d
         images = torch.randint(0, 256, (n, *spec.stored_shape), generator=gen, dtype=torch.uint8)
         labels = torch.randint(0, spec.classes, (n, spec.positions) if spec.positions > 1 else (n,), generator=gen)
         stream = DistortedStream(images, labels, spec.train_distortion(), batch)
-        data_rate = repeated_rate(lambda seed: [None for _ in stream.batches(seed)], n)  # one pass is ~1 ms
+        data_rate = repeated_rate(lambda seed, stream=stream: [None for _ in stream.batches(seed)], n)  # one pass is ~1 ms
         batches = list(stream.batches(1))
         for variant in variants:
             torch.manual_seed(0)
             model = STNClassifier(dataset, variant)
             step = training_step(model, torch.optim.Adam(model.parameters(), lr=1e-4))
             step(*batches[0][:2])  # warm-up: the first step allocates
-            rate = statistics.median(images_per_second(lambda: step(x, y), batch) for x, y, _ in batches[1:])
+            rate = statistics.median(images_per_second(lambda step=step, x=x, y=y: step(x, y), batch) for x, y, _ in batches[1:])
             out[f"{dataset}/{variant}"] = {"step_img_s": rate, "data_img_s": data_rate,
                                            "data_share": (1 / data_rate) / (1 / data_rate + 1 / rate)}
     return out

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from study.tracking.contract import FIGURES_PATH, PARENT_RUNS, read_best_tags, study_runs
+from study.tracking.contract import FIGURES_PATH, PARENT_RUNS, Basis, Stage, Tag, read_best_tags, study_runs
 from trainables.datasets import dataset_spec
 from trainables.figures import FIGURES_FILE
 from trainables.outcome import Outcome
@@ -43,7 +43,7 @@ def tracked_studies(client: MlflowClient) -> pd.DataFrame:
         return pd.DataFrame(columns=["study_id", "name", "run_id", "start", "status"])
     parents = client.search_runs(list(experiments), PARENT_RUNS, order_by=["attributes.start_time DESC"],
                                  max_results=5000)
-    return pd.DataFrame([{"study_id": r.data.tags.get("study_id"), "name": experiments[r.info.experiment_id],
+    return pd.DataFrame([{"study_id": r.data.tags.get(Tag.STUDY_ID), "name": experiments[r.info.experiment_id],
                           "run_id": r.info.run_id, "experiment_id": r.info.experiment_id,
                           "start": r.info.start_time, "status": r.info.status} for r in parents])
 
@@ -72,10 +72,10 @@ def load_runs(client: MlflowClient, experiment_id: str, study_id: str) -> pd.Dat
             break
     rows = [{"run_id": r.info.run_id, "status": r.info.status, **r.data.tags,
              **{f"param.{k}": v for k, v in r.data.params.items()}, **r.data.metrics}
-            for r in runs if r.data.tags.get("stage") != "study"]
+            for r in runs if r.data.tags.get(Tag.STAGE) != Stage.STUDY]
     frame = pd.DataFrame(rows)
     if not frame.empty:
-        frame["row"] = [row_label(v, t) for v, t in zip(frame["param.variant"], frame.get("param.st_transform", "affine"))]
+        frame["row"] = [row_label(v, t) for v, t in zip(frame["param.variant"], frame.get("param.st_transform", "affine"), strict=True)]
     return frame
 
 
@@ -142,7 +142,7 @@ def _current_finals(cell: pd.DataFrame, final: pd.DataFrame) -> pd.DataFrame:
         return final
     if "chosen_hash" in cell and cell["chosen_hash"].notna().any():
         return final[final["hparams_hash"] == cell["chosen_hash"].dropna().iloc[0]]
-    search = cell[(cell["stage"] == "search") & (cell["outcome"] == Outcome.COMPLETED)]
+    search = cell[(cell[Tag.STAGE] == Stage.SEARCH) & (cell[Tag.OUTCOME] == Outcome.COMPLETED)]
     if search.empty or "hparams_hash" not in search or search["hparams_hash"].isna().all():
         return final
     best = _val_best(search)["hparams_hash"].iloc[0]
@@ -157,14 +157,14 @@ def reported_runs(runs: pd.DataFrame, dataset: str, row: str) -> tuple[pd.DataFr
     cell = runs[(runs["param.dataset"] == dataset) & (runs["row"] == row)]
     if cell.empty:
         return cell, "not in this study"
-    final = _current_finals(cell, cell[(cell["stage"] == "final") & (cell["outcome"] == Outcome.COMPLETED)])
+    final = _current_finals(cell, cell[(cell[Tag.STAGE] == Stage.FINAL) & (cell[Tag.OUTCOME] == Outcome.COMPLETED)])
     if not final.empty:
-        return final, "final"
-    search = cell[(cell["stage"] == "search") & (cell["outcome"] == Outcome.COMPLETED)]
+        return final, Basis.FINAL
+    search = cell[(cell[Tag.STAGE] == Stage.SEARCH) & (cell[Tag.OUTCOME] == Outcome.COMPLETED)]
     if search.empty:
         failed = cell["outcome"].isin([Outcome.DIVERGED, Outcome.FAILED]).sum()
         return search, f"no completed trial ({failed} diverged/failed)"
-    return _val_best(search), "val-best search trial"
+    return _val_best(search), Basis.VAL_BEST
 
 
 def superseded_finals(runs: pd.DataFrame) -> pd.DataFrame:
@@ -174,9 +174,9 @@ def superseded_finals(runs: pd.DataFrame) -> pd.DataFrame:
     kept = set()
     for (dataset, row), _ in runs.groupby(["param.dataset", "row"]):
         chosen, basis = reported_runs(runs, dataset, row)
-        if basis == "final":
+        if basis == Basis.FINAL:
             kept |= set(chosen["run_id"])
-    final = runs[(runs["stage"] == "final") & (runs["outcome"] == Outcome.COMPLETED)]
+    final = runs[(runs[Tag.STAGE] == Stage.FINAL) & (runs[Tag.OUTCOME] == Outcome.COMPLETED)]
     return final[~final["run_id"].isin(kept)]
 
 

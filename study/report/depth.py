@@ -13,6 +13,7 @@ import pandas as pd
 
 from study.report.data import reported_runs
 from study.report.tables import DASH, Table, _best, _common_notes, mean_sd
+from study.tracking.contract import Basis
 from trainables.registry import DEEP_DATASETS, SHARINGS, VariantError, parse_variant
 
 ROW_ORDER = ("C", "SL", "DL")
@@ -43,7 +44,7 @@ def depth_grid(runs: pd.DataFrame, dataset: str) -> pd.DataFrame:
     frame = pd.DataFrame(records, columns=["row", "iterations", "sharing", "depth", "variant", "basis", "n", "mean",
                                            "sd", "values"])
     order = {code: i for i, code in enumerate(ROW_ORDER)}
-    frame["_key"] = [(it, order[SHARINGS[s]]) for it, s in zip(frame["iterations"], frame["sharing"])]
+    frame["_key"] = [(it, order[SHARINGS[s]]) for it, s in zip(frame["iterations"], frame["sharing"], strict=True)]
     return frame.sort_values(["_key", "depth"]).drop(columns="_key").reset_index(drop=True)
 
 
@@ -67,11 +68,11 @@ def depth_table(runs: pd.DataFrame, dataset: str) -> Table | None:
     for _, rec in grid.iterrows():
         column = f"X={rec['depth']}"
         if rec["n"] == 0:
-            shown.loc[rec["row"], column] = DASH if rec["basis"] in ("final", "val-best search trial") \
+            shown.loc[rec["row"], column] = DASH if rec["basis"] in (Basis.FINAL, Basis.VAL_BEST) \
                 else f"{DASH} ({rec['basis']})"
             continue
         text = mean_sd(rec["values"], 1.0, 2)
-        if rec["basis"] != "final":
+        if rec["basis"] != Basis.FINAL:
             text += " †"
             bases.add(rec["basis"])
         shown.loc[rec["row"], column] = text
@@ -83,7 +84,7 @@ def depth_table(runs: pd.DataFrame, dataset: str) -> Table | None:
              "(C at X=0 is STN-C0, which warps the input); SL: it warps the input, localised by the classifier's "
              "own first X blocks; DL: by a copy of them; xN: N iterations."]
     if cnn:
-        notes.append(f"CNN (no ST): {mean_sd(cnn, 1.0, 2)}" + ("" if basis == "final" else " †"))
+        notes.append(f"CNN (no ST): {mean_sd(cnn, 1.0, 2)}" + ("" if basis == Basis.FINAL else " †"))
     notes += _common_notes(subset, bases)
     return Table(f"depth_{dataset}", f"{dataset}: test error (%) by ST depth", shown, _best(means), notes)
 

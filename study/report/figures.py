@@ -7,12 +7,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from trainables.figures import draw_angle_plot  # noqa: E402
-from trainables.metrics import deming  # noqa: E402
+from study.tracking.contract import Stage, Tag
+from trainables.figures import draw_angle_plot
+from trainables.metrics import deming
 
 DPI = 100
 
@@ -24,7 +25,7 @@ def fig3_angle_plots(path: Path, panels: dict[str, dict]) -> Path | None:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.8), dpi=DPI, squeeze=False,
                              sharex=True, sharey=True)
-    for ax, (variant, data) in zip(axes[0], panels.items()):
+    for ax, (variant, data) in zip(axes[0], panels.items(), strict=False):
         slope, intercept = deming(data["angle_applied"], data["angle_predicted"])
         draw_angle_plot(ax, data["angle_applied"], data["angle_predicted"], slope, intercept, variant)
     fig.tight_layout()
@@ -65,9 +66,9 @@ def learning_curves_figure(path: Path, curves: pd.DataFrame) -> Path | None:
     cols = min(3, len(cells))
     rows = int(np.ceil(len(cells) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), dpi=DPI, squeeze=False, sharey=True)
-    for ax, cell in zip(axes.flat, cells):
-        for run_id, run in curves[curves["cell"] == cell].groupby("run_id"):
-            final = (run["stage"] == "final").all()
+    for ax, cell in zip(axes.flat, cells, strict=False):
+        for _run_id, run in curves[curves["cell"] == cell].groupby("run_id"):
+            final = (run[Tag.STAGE] == Stage.FINAL).all()
             ax.plot(run["epoch"], 100 * run["val_error"], lw=1.6 if final else 0.7, alpha=1.0 if final else 0.35,
                     color="tab:blue" if final else "tab:gray")
         ax.set_title(cell, fontsize=9)
@@ -92,7 +93,7 @@ def alignment_curves_figure(path: Path, dataset: str, curves: dict[str, pd.DataF
         return None
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.6), dpi=DPI, squeeze=False)
     titles = {"val_angle_slope": "val angle slope (−1 = undoes the rotation)", "val_pose_sd": "val pose SD (lower = aligned)"}
-    for ax, metric in zip(axes[0], metrics):
+    for ax, metric in zip(axes[0], metrics, strict=False):
         for variant, frame in curves.items():
             if frame.empty or metric not in frame:
                 continue

@@ -12,6 +12,7 @@ import pandas as pd
 
 from study.report.data import COLUMN, datasets_in, pose_unit, reported_runs, row_order
 from study.report.tables import DASH, Table
+from study.tracking.contract import Basis
 from trainables.datasets import dataset_spec
 from trainables.evaluate import untouched_pose_sd
 from trainables.registry import parse_variant
@@ -94,7 +95,7 @@ def seeds_table(runs: pd.DataFrame) -> Table:
         "pose SD": [_fmt(v, 1.0, 2) for v in frame.get("pose_sd", [])],
         "angle slope": [_fmt(v, 1.0, 2) for v in frame.get("angle_slope", [])],
         "ST learnt": list(frame.get("learnt", [])),
-    }, index=pd.Index([f"{r.dataset} / {r.variant} / seed {r.seed}" + ("" if r.basis == "final" else " †")
+    }, index=pd.Index([f"{r.dataset} / {r.variant} / seed {r.seed}" + ("" if r.basis == Basis.FINAL else " †")
                        for r in frame.itertuples()], name="run"))
     notes = [did_not_learn(runs), *(f"Rule, {rule(d)}" for d in datasets_in(runs, posed=True)),
              "Pose SD in each dataset's unit (° rotation, px translation, log2 area scale); † a val-best search trial "

@@ -11,6 +11,7 @@ import pandas as pd
 from scipy import stats
 
 from study.report.data import COLUMN, datasets_in, failure_counts, pose_unit, reported_runs, resolve_row, row_order, superseded_finals
+from study.tracking.contract import Basis
 from trainables.datasets import dataset_spec
 
 DASH = "—"
@@ -117,7 +118,7 @@ def _grid(runs: pd.DataFrame, columns: list[tuple[str, str, str, float, int]]):
                 shown.loc[row, label] = f"{DASH} (no ST)" if row == "CNN" else DASH
                 continue
             text = mean_sd(values, scale, digits)
-            if basis != "final":
+            if basis != Basis.FINAL:
                 text += " †"
                 bases.add(basis)
             shown.loc[row, label] = text
@@ -205,7 +206,7 @@ def eq1_table(runs: pd.DataFrame, reference: dict[str, dict[str, float]], refere
             chosen, basis = reported_runs(runs, dataset, row)
             if chosen.empty:
                 continue
-            rows.append({labels[m]: mean_sd(chosen[m], 1.0, 3) + ("" if basis == "final" else " †") for m in metrics})
+            rows.append({labels[m]: mean_sd(chosen[m], 1.0, 3) + ("" if basis == Basis.FINAL else " †") for m in metrics})
             index.append(f"{dataset} / {row}")
         if dataset not in reference:  # no random-weight reference for the deep datasets (not MNIST digits)
             continue

@@ -3,14 +3,14 @@
 Each cell's search is one Optuna study named ``<study id>/<cell>``, kept in a journal file in the
 study's directory (``optuna.journal``) or, with ``optuna_storage:`` in the config, in a database
 (e.g. the compose stack's Postgres). Anything that speaks Optuna reads it: ``optuna.load_study``,
-Optuna's plots, optuna-dashboard. Only Optuna's public API is used here (the storage interface,
-ask/tell, user attributes): nothing is pickled, so a study outlives an Optuna upgrade.
+Optuna's plots, optuna-dashboard. Optuna's public API is used here (the storage interface, ask/tell,
+user attributes) but for one undocumented constructor, ``optuna.Trial(study, trial_id)`` in
+``trial_handle`` (guarded by tests/test_private_apis.py): nothing is pickled, so a study outlives an Optuna upgrade.
 
 Per trial the record holds the cell's Optuna params, its intermediate ``val_error`` per epoch, and as
 user attributes ``hparams`` (the full configuration), ``seed``, ``tune_trial_id`` (its latest Tune trial)
 and ``trial_seconds``. A trial still running when its driver died is suggested again under its own
-number (``PerCellSearcher.orphans``); studies recorded by earlier versions may hold ``lost`` trials
-(failed instead), which do not count towards the cell's trials.
+number (``PerCellSearcher.orphans``).
 """
 
 from __future__ import annotations
@@ -133,14 +133,8 @@ def trial_handle(storage: BaseStorage, study: optuna.Study, number: int) -> optu
     return optuna.Trial(study, _trial_id(storage, study, number))
 
 
-def counted(trials) -> list:
-    """Trials that count towards a cell's budget: not those an earlier version marked ``lost`` (started
-    after Tune's last snapshot and never continued; now they are suggested again instead)."""
-    return [t for t in trials if not t.user_attrs.get("lost")]
-
-
 def state_counts(study: optuna.Study) -> dict[str, int]:
-    states = [t.state.name.lower() for t in counted(study.get_trials(deepcopy=False))]
+    states = [t.state.name.lower() for t in study.get_trials(deepcopy=False)]
     return {s: states.count(s) for s in STATES}
 
 

@@ -25,7 +25,6 @@ from ray.tune.search import Searcher
 from study.config import Range, SearchSpace, StudyConfig
 from study.paths import StudyDir
 from study.search.record import (
-    counted,
     flush_record,
     open_cell_study,
     open_storage,
@@ -36,7 +35,8 @@ from study.search.record import (
 from study.search.samplers import make_pruner, make_sampler, search_seed
 from study.search.slots import SlotPriority
 from study.state import read_deadline
-from study.trial_schema import cell_fields, constants, final_key, hparams_hash
+from study.tracking.contract import Stage, hparams_hash
+from study.trial_schema import cell_fields, constants, final_key
 from trainables.outcome import Outcome
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -121,8 +121,8 @@ class PerCellSearcher(SlotPriority, Searcher):
         return self.cfg.trials_per_cell * len(self.cells)
 
     def started(self, key: str) -> int:
-        """Trials of the cell so far (running ones included; not those an earlier version marked lost)."""
-        return len(counted(self.studies[key].get_trials(deepcopy=False)))
+        """Trials of the cell so far (running ones included)."""
+        return len(self.studies[key].get_trials(deepcopy=False))
 
     def seconds(self, key: str) -> list[float]:
         """The cell's ended search trials' ``trial_seconds``, as recorded with them."""
@@ -155,7 +155,7 @@ class PerCellSearcher(SlotPriority, Searcher):
         if best is None:
             return []
         selected = {} if best["trial_number"] is None else {"selected_from": best["trial_number"]}
-        return [{**constants(self.cfg, "final"), **cell_fields(self.cells[key]), "seed": seed, **selected,
+        return [{**constants(self.cfg, Stage.FINAL), **cell_fields(self.cells[key]), "seed": seed, **selected,
                  "hparams_hash": hparams_hash(best["hparams"]), **best["hparams"]}
                 for seed in self.cfg.final_seeds]
 
@@ -185,7 +185,7 @@ class PerCellSearcher(SlotPriority, Searcher):
         self.live[trial_id] = (key, number)
         self._trials[trial_id] = trial
         self._suggested_at[trial_id] = time.time()
-        return {**constants(self.cfg, "search"), **cell_fields(self.cells[key]), "seed": attrs["seed"],
+        return {**constants(self.cfg, Stage.SEARCH), **cell_fields(self.cells[key]), "seed": attrs["seed"],
                 "trial_number": number, **attrs["hparams"]}
 
     def suggest(self, trial_id: str):
@@ -222,7 +222,7 @@ class PerCellSearcher(SlotPriority, Searcher):
         trial.set_user_attr("seed", seed)
         self.live[trial_id] = (key, trial.number)
         self._trials[trial_id] = trial
-        return {**constants(self.cfg, "search"), **cell_fields(cell), "seed": seed,
+        return {**constants(self.cfg, Stage.SEARCH), **cell_fields(cell), "seed": seed,
                 "trial_number": trial.number, **hparams}
 
     def _trial(self, trial_id: str) -> optuna.Trial | None:

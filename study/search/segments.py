@@ -53,7 +53,6 @@ class SegmentedJournalBackend(BaseJournalBackend):
 
     def __init__(self, directory: StudyDir, name: str, writer: bool = False):
         self.directory, self.folder, self.writer = directory, f"{name}.d", writer
-        self.legacy = name  # a single-object journal (as ObjectJournalBackend writes it): read once, then compacted away
         self._lines: list[bytes] = []
         self._base_bytes, self._tail_bytes, self._tail_segments = 0, 0, 0
         self._old_bases: list[str] = []  # bases a newer one supersedes (segments are never deleted: see _compact)
@@ -63,7 +62,7 @@ class SegmentedJournalBackend(BaseJournalBackend):
         self._thread: threading.Thread | None = None
         self._closing = False
         self._failure: RecordConflict | None = None
-        if writer and (self._tail_bytes > self._base_bytes or self._has_legacy):
+        if writer and self._tail_bytes > self._base_bytes:
             self._compact()
 
     # ---------------------------------------------------------------- reading
@@ -80,11 +79,6 @@ class SegmentedJournalBackend(BaseJournalBackend):
         after = _name("seg", base - 1) if base else ""
         segments = sorted(int(m.group(2)) for m in map(_NAME.match, self.directory.list_after(self.folder, "seg-", after))
                           if m)
-        self._has_legacy = not bases and not segments and self.directory.exists(self.legacy)
-        if self._has_legacy:
-            self._lines = self._split(self.directory.read_bytes(self.legacy))
-            self._tail_bytes = sum(map(len, self._lines))
-            return
         for first in segments:
             if first != len(self._lines):  # cannot happen while segments are only ever created once
                 raise RecordConflict(f"record: {self.directory}/{self.folder} has no segment at line "
@@ -185,7 +179,6 @@ class SegmentedJournalBackend(BaseJournalBackend):
         data = b"".join(self._lines[:upto])
         name = f"{self.folder}/{_name('base', upto)}"
         self.directory.create_if_absent(name, data)  # already there: another open wrote this same base
-        self.directory.delete_many(self._old_bases + ([self.legacy] if self._has_legacy else []))
-        self._has_legacy = False
+        self.directory.delete_many(self._old_bases)
         self._old_bases = [name]
         self._base_bytes, self._tail_bytes, self._tail_segments = len(data), 0, 0

@@ -26,7 +26,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from study.threads import start_thread
-from study.tracking.contract import MODEL_FILE, SPEC_FILE
+from study.tracking.contract import MODEL_FILE, SPEC_FILE, Tag, study_runs
 
 log = logging.getLogger(__name__)
 # The driver's MLflow requests fail fast; the spool retries them for as long as the server is down.
@@ -222,13 +222,10 @@ class TrackingSpool:
         return self.runs[key]
 
     def _find(self, key: str) -> str | None:
-        # a Tune trial id as the key (no "+"): a trial outside a study, or an update spooled by an earlier version
-        for tag in ("trial_key",) if "+" in key else ("trial_key", "trial_id"):
-            runs = self.client.search_runs([self.experiment_id], f"tags.{tag} = '{key}' and "
-                                           f"tags.study_id = '{self.study_id}'", max_results=1)
-            if runs:
-                return runs[0].info.run_id
-        return None
+        # every run the tracker opens carries its key as a tag (a study's trial key, or Tune's id outside a study)
+        runs = self.client.search_runs([self.experiment_id], f"tags.{Tag.TRIAL_KEY} = '{key}' and "
+                                       f"{study_runs(self.study_id)}", max_results=1)
+        return runs[0].info.run_id if runs else None
 
     def _attach(self, key: str, run_id: str) -> None:
         self.runs[key] = run_id
@@ -269,7 +266,7 @@ class TrackingSpool:
             for k, v in op.get("tags", {}).items():  # a tag the store refuses must not keep the run RUNNING
                 try:
                     self.client.set_tag(run_id, k, v)
-                except Exception as err:  # noqa: BLE001 - an outage is retried as a whole, a refusal is skipped
+                except Exception as err:
                     if not is_refusal(err):
                         raise
                     log.warning("tracking: tag %s of run %s refused (%s); the run is ended without it", k, run_id,

@@ -13,6 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from study.tracking.contract import Stage, Tag
+
 if TYPE_CHECKING:  # MLflow's imports (~1.5 s) are made where a client is made: beside ray.init, not before it
     from mlflow.tracking import MlflowClient
 
@@ -205,7 +207,7 @@ def provenance_tags(config_hash: str, data_source: str, data_digest: str, device
 def start_parent_run(client: MlflowClient, experiment_id: str, study_id: str, config_yaml: str,
                      tags: dict[str, str], description: str) -> str:
     run = client.create_run(experiment_id, run_name=study_id,
-                            tags={"study_id": study_id, "stage": "study", "mlflow.note.content": description, **tags})
+                            tags={Tag.STUDY_ID: study_id, Tag.STAGE: Stage.STUDY, Tag.NOTE: description, **tags})
     client.log_text(run.info.run_id, config_yaml, "config/study.yaml")
     return run.info.run_id
 

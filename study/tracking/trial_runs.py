@@ -18,8 +18,8 @@ import numpy as np
 from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS, DONE, TRIAL_ID
 
-from study.tracking.contract import ARTIFACT_FILES, FIGURES_PATH, MODEL_FILE, SPEC_FILE
-from study.trial_schema import HPARAM_KEYS, hparams_hash, mlflow_params, trial_key
+from study.tracking.contract import ARTIFACT_FILES, FIGURES_PATH, MODEL_FILE, SPEC_FILE, Stage, Tag, hparams_hash
+from study.trial_schema import HPARAM_KEYS, mlflow_params, trial_key
 from trainables.outcome import Outcome
 
 log = logging.getLogger(__name__)
@@ -61,13 +61,13 @@ class TrialTracker(tune.Callback):
             return
         self.opened.add(key)
         config = {**trial.config, **trial.config.get("spec", {})}
-        tags = {"mlflow.parentRunId": self.parent_run_id, "study_id": self.study_id, "cell": config["cell"],
-                "stage": config["stage"], "seed": str(config.get("seed", 0)), "trial_id": trial.trial_id,
-                "trial_key": key, "outcome": "running"}
+        tags = {Tag.PARENT: self.parent_run_id, Tag.STUDY_ID: self.study_id, Tag.CELL: config["cell"],
+                Tag.STAGE: config["stage"], Tag.SEED: str(config.get("seed", 0)), Tag.TRIAL_ID: trial.trial_id,
+                Tag.TRIAL_KEY: key, Tag.OUTCOME: Outcome.RUNNING}
         if all(k in config for k in HPARAM_KEYS):
-            tags["hparams_hash"] = hparams_hash(config)  # which configuration: finals of a best share its hash
-        if config["stage"] == "final" and "selected_from" in config:
-            tags["selected_from_trial"] = str(config["selected_from"])
+            tags[Tag.HPARAMS_HASH] = hparams_hash(config)  # which configuration: finals of a best share its hash
+        if config["stage"] == Stage.FINAL and "selected_from" in config:
+            tags[Tag.SELECTED_FROM] = str(config["selected_from"])
         name = f"{config['cell']} {config['stage']} #{config.get('trial_number', config.get('seed'))}"
         self.spool.submit("open", key=key, run_name=name, tags=tags, params=mlflow_params(config))
 
@@ -89,32 +89,32 @@ class TrialTracker(tune.Callback):
         last = trial.last_result or {}
         pruned = self.searcher.pruned if self.searcher is not None else set()
         outcome = last.get("outcome") or (Outcome.PRUNED if trial.trial_id in pruned else Outcome.STOPPED)
-        tags = {"outcome": outcome}
+        tags = {Tag.OUTCOME: outcome}
         if outcome == Outcome.COMPLETED:
             self._keep_checkpoint_files(trial)
             if last.get("node_id"):
-                tags["node_id"] = last["node_id"]
+                tags[Tag.NODE_ID] = last["node_id"]
         if outcome == Outcome.DIVERGED:
-            tags["failure_reason"] = last.get("message", Outcome.DIVERGED)
+            tags[Tag.FAILURE_REASON] = last.get("message", Outcome.DIVERGED)
         status = {Outcome.COMPLETED: "FINISHED", Outcome.PRUNED: "FINISHED", Outcome.DIVERGED: "FAILED", Outcome.STOPPED: "KILLED"}[outcome]
         self.spool.submit("end", key=self.key(trial), status=status, tags=tags)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         reason = (getattr(trial, "error_message", None) or "trial raised an error").strip().splitlines()[-1:]
         self.spool.submit("end", key=self.key(trial), status="FAILED",
-                          tags={"outcome": Outcome.FAILED, "failure_reason": reason[0] if reason else "error"})
+                          tags={Tag.OUTCOME: Outcome.FAILED, Tag.FAILURE_REASON: reason[0] if reason else "error"})
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         """A worker or node died: Tune restarts the trial from its last checkpoint; the run says so."""
         reason = (getattr(trial, "error_message", None) or "worker lost").strip().splitlines()[-1:]
-        self.spool.submit("tags", key=self.key(trial), tags={"restarts": str(trial.run_metadata.num_failures),
-                                                             "last_restart_reason": (reason or ["worker lost"])[0][:500]})
+        self.spool.submit("tags", key=self.key(trial), tags={Tag.RESTARTS: str(trial.run_metadata.num_failures),
+                                                             Tag.LAST_RESTART_REASON: (reason or ["worker lost"])[0][:500]})
 
     def on_experiment_end(self, trials, **info):
         for trial in trials:  # anything still open was interrupted by the user or the time budget
             if self.key(trial) in self.opened:
                 self.spool.submit("end", key=self.key(trial), status="KILLED", only_if_running=True,
-                                  tags={"outcome": "killed"})
+                                  tags={Tag.OUTCOME: Outcome.KILLED})
 
     def _keep_checkpoint_files(self, trial) -> None:
         checkpoint = trial.checkpoint
@@ -125,7 +125,7 @@ class TrialTracker(tune.Callback):
                 files = [Path(directory) / name for name in ARTIFACT_FILES if (Path(directory) / name).exists()]
                 kept = self.spool.keep_files(files, self.key(trial))
             self.spool.submit("files", key=self.key(trial), dir=str(kept), artifact_path=FIGURES_PATH)
-        except Exception as err:  # artifacts are best effort: never fail a finished trial over them
+        except Exception as err:  # noqa: BLE001 - artifacts are best effort: never fail a finished trial over them
             log.warning("could not keep the artifacts of %s: %s", trial.trial_id, err)
 
 
