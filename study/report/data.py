@@ -123,8 +123,11 @@ def datasets_in(runs: pd.DataFrame, posed: bool = False) -> list[str]:
 
 
 def _val_best(search: pd.DataFrame) -> pd.DataFrame:
-    """The cell's chosen search trial as the driver recorded it; before a search stage ended (no choice
-    recorded yet), the val-best completed trial so far."""
+    """The cell's chosen search trial as the driver recorded it (Optuna's ``best_trial``, the ``best.<cell>`` tag).
+
+    The ranking below stays for one case only: a study stopped before its search stage ended has no choice
+    recorded yet, and its report still shows each cell's best trial so far (marked † as a search trial); it
+    ranks as Optuna does (lowest val_error, then the earliest trial)."""
     if "chosen_trial" in search and search["chosen_trial"].notna().any():
         number = search["chosen_trial"].dropna().iloc[0]
         chosen = search[pd.to_numeric(search.get("param.trial_number"), errors="coerce") == number]

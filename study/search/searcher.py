@@ -278,7 +278,8 @@ class PerCellSearcher(SlotPriority, Searcher):
         flush_record(self.directory)  # an ending is never lost to a killed driver (one wait per trial)
 
     def best_per_cell(self) -> dict[str, dict]:
-        """Each cell's completed trial with the lowest final val_error (test error is never looked at).
+        """Each cell's ``best_trial`` in Optuna: the completed trial with the lowest final val_error (test error is
+        never looked at). The driver records it on the parent run; the report reads that record.
 
         Without a search (``trials_per_cell`` 0) every cell's best is the config's fixed recipe.
         """
@@ -287,9 +288,8 @@ class PerCellSearcher(SlotPriority, Searcher):
                           "trial_number": None, "tune_trial_id": None} for key, cell in self.cells.items()}
         best = {}
         for key, study in self.studies.items():
-            done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-            if done:
-                winner = min(done, key=lambda t: (t.value, t.number))
+            if study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+                winner = study.best_trial  # Optuna's own choice: the lowest value, the earliest trial of a tie
                 best[key] = {"hparams": winner.user_attrs["hparams"], "val_error": winner.value,
                              "trial_number": winner.number, "tune_trial_id": winner.user_attrs.get("tune_trial_id")}
         return best
