@@ -89,11 +89,11 @@ def test_overrides_give_a_cell_its_own_space():
     ({"variants": ["STN-C2"]}, "variants: variant 'STN-C2' is not possible on rotated-mnist"),
     ({"variants": []}, "variants: List should have at least 1 item"),
     ({"datasets": ["cifar"]}, "datasets: unknown dataset 'cifar': allowed rotated-mnist, translated-mnist, "
-                              "scaled-mnist, svhn, plankton"),
+                              "scaled-mnist, rotated360-mnist, svhn, plankton"),
     ({"datasets": ["svhn"]}, "data_root: svhn has no embedded subset: allowed a folder holding svhn/"),
     ({"extra_cells": ["plankton/STN-SL7"]}, "data_root: plankton has no embedded subset"),
     ({"datasets": ["svhn-multi"]}, "data_root: svhn-multi has no embedded subset: allowed a folder holding "
-                                   "svhn-multi/ (only rotated-mnist, translated-mnist, scaled-mnist run without one); "
+                                   "svhn-multi/ (only rotated-mnist, translated-mnist, scaled-mnist, rotated360-mnist run without one); "
                                    "svhn-multi is read only (it cannot be downloaded): put its files there by hand"),
     ({"datasets": ["plankton"], "data_root": "/d", "variants": ["STN-SL11"]},
      "variants: variant 'STN-SL11' is not possible on plankton: depth 11 is beyond the classifier's 10 blocks; "

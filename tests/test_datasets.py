@@ -17,6 +17,7 @@ FACTS = {
     "rotated-mnist": (1, 28, 10, 1, MNIST, "rotation"),  # ±90°, on the digit's own 28×28
     "translated-mnist": (1, 60, 10, 1, MNIST, "translation"),  # 60×60 canvas, ±16 px
     "scaled-mnist": (1, 112, 10, 1, MNIST, "scale"),  # 112×112 canvas, 2^U(−1,2)
+    "rotated360-mnist": (1, 28, 10, 1, MNIST, "full-rotation"),  # ours: ±180°, on the digit's own 28×28
     "svhn": (3, 32, 10, 1, DEEP, ""),  # torchvision's 32×32 colour crops
     "plankton": (1, 95, 121, 1, DEEP, ""),  # PlanktonSet: 121 classes, fitted to 95×95 greyscale
     "svhn-multi": (3, 64, 11, 5, DEEP, ""),  # 64×64 crops, 5 positions of a digit or none
@@ -38,9 +39,10 @@ def test_every_registered_dataset_has_its_published_facts():
 
 
 def test_the_registry_names_are_read_off_the_specs():
-    assert DATASETS == ("rotated-mnist", "translated-mnist", "scaled-mnist")
+    assert DATASETS == ("rotated-mnist", "translated-mnist", "scaled-mnist", "rotated360-mnist")
     assert set(DEEP_DATASETS) == {"svhn", "svhn-multi", "plankton"} and ALL_DATASETS == DATASETS + DEEP_DATASETS
-    assert POSE_KIND == {"rotated-mnist": "rotation", "translated-mnist": "translation", "scaled-mnist": "scale"}
+    assert POSE_KIND == {"rotated-mnist": "rotation", "translated-mnist": "translation", "scaled-mnist": "scale",
+                         "rotated360-mnist": "full-rotation"}
     assert {dataset_spec(d).pose_unit for d in DATASETS} == {"°", "px", "log2"}
     assert all(dataset_spec(d).pose_unit == "" for d in DEEP_DATASETS)
     assert {source_spec("mnist").source, dataset_spec("svhn").source} == {"mnist", "svhn"}

@@ -10,7 +10,7 @@ from trainables.data import DistortedStream, generator
 from trainables.datasets import dataset_spec, make_distortion
 from trainables.registry import DATASETS
 
-SIDES = {"rotated-mnist": 28, "translated-mnist": 60, "scaled-mnist": 112}
+SIDES = {"rotated-mnist": 28, "translated-mnist": 60, "scaled-mnist": 112, "rotated360-mnist": 28}
 
 
 def corr(a, b):
@@ -26,6 +26,8 @@ def test_sizes_ranges_and_clamp(dataset, digits, splits):
     assert images.min() >= 0 and images.max() <= 1.0
     if dataset == "rotated-mnist":
         assert params.abs().max() <= 90 and params.std() > 30
+    elif dataset == "rotated360-mnist":
+        assert params.abs().max() <= 180 and params.abs().max() > 90 and params.std() > 60
     elif dataset == "translated-mnist":
         assert params.shape == (64, 2) and params.abs().max() <= 16 and torch.equal(params, params.round())
     else:
@@ -85,8 +87,8 @@ def test_oracle_theta_recovers_the_clean_digit(dataset, digits):
 
 def test_registry_and_generators_agree():
     """Each MNIST dataset draws its own generator, whose params measure the spec's pose kind."""
-    generators = {d: type(make_distortion(d)) for d in DATASETS}
-    assert len(set(generators.values())) == len(DATASETS)
+    generators = {d: (type(make_distortion(d)), dataset_spec(d).draw_args) for d in DATASETS}
+    assert len(set(generators.values())) == len(DATASETS)  # a generator class, or its arguments, of its own
     assert all(make_distortion(d).pose_kind == dataset_spec(d).pose_kind for d in DATASETS)
 
 

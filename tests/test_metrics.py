@@ -9,7 +9,7 @@ import torch
 from trainables import metrics, st
 from trainables.architectures import stride_after_blocks
 from trainables.data import generator
-from trainables.datasets import make_distortion
+from trainables.datasets import dataset_spec, make_distortion
 from trainables.evaluate import eq1_residuals, feature_misalignment
 from trainables.models import STNClassifier
 from trainables.registry import DATASETS
@@ -123,7 +123,7 @@ def test_alignment_of_an_oracle_st_is_perfect_and_of_the_identity_is_the_spread_
     t = metrics.applied_pose(distortion.pose_kind, params).double().reshape(len(params), -1).numpy()
     by_hand = sum(((t[labels.numpy() == c] - t[labels.numpy() == c].mean(0)) ** 2).sum() for c in range(10))
     assert identity["pose_sd"] == pytest.approx(math.sqrt(by_hand / len(t)), rel=1e-6)
-    if dataset == "rotated-mnist":
+    if dataset_spec(dataset).pose.has_slope:
         assert oracle["angle_slope"] == pytest.approx(-1.0, abs=1e-4)
         assert oracle["angle_intercept"] == pytest.approx(0.0, abs=1e-3)
         assert identity["angle_slope"] == pytest.approx(0.0, abs=1e-9)
@@ -246,3 +246,21 @@ def test_v1_rotation_reads_the_inverse_first_row_so_a_shear_moves_it():
     v1 = float(metrics.predicted_pose_v1("rotation", theta))
     assert v1 == pytest.approx(math.degrees(math.atan2(-0.3, 1.0)), abs=1e-4)
     assert float(metrics.predicted_pose("rotation", theta, 28)) == pytest.approx(-math.degrees(math.atan2(0.3, 2.0)), abs=1e-4)
+
+
+def test_full_turn_rotations_wrap_their_pose_and_slope_at_180_degrees():
+    """±180° rotated MNIST: an ST off by 2° from the oracle has pose SD 2° and slope −1 also where the undoing
+    angle crosses ±180° (read without the wrap, a turn of 358° would count as one of −2°'s opposite)."""
+    from trainables.evaluate import alignment
+
+    distortion = make_distortion("rotated360-mnist")
+    assert distortion.max_degrees == 180 and distortion.pose_kind == "full-rotation"
+    angles = torch.tensor([179.0, -179.0, 178.5, -178.5, 90.0, -90.0, 0.0, 45.0] * 50)
+    labels = torch.arange(len(angles)) % 10
+    oracle = alignment("full-rotation", angles, distortion.oracle_theta(angles), labels, 28)
+    near = alignment("full-rotation", angles, st.rotation_matrix(-(angles + 2.0)), labels, 28)  # 2° too far
+    assert oracle["pose_sd"] < 1e-3 and oracle["angle_slope"] == pytest.approx(-1.0, abs=1e-4)
+    assert near["pose_sd"] == pytest.approx(0.0, abs=1e-3)  # every final pose is −2°: the same in every class
+    assert near["angle_slope"] == pytest.approx(-1.0, abs=1e-4) and near["angle_intercept"] == pytest.approx(-2.0, abs=1e-3)
+    unwrapped = alignment("rotation", angles, st.rotation_matrix(-(angles + 2.0)), labels, 28)
+    assert unwrapped["pose_sd"] > 100  # the ±90° kind (the authors' formula) does not fold 358° back to −2°

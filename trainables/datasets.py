@@ -18,10 +18,10 @@ import importlib
 from dataclasses import dataclass, field
 
 from trainables.architectures import PLANKTON, ROTATED_MNIST, SCALED_MNIST, SVHN, TRANSLATED_MNIST, Architecture, Network
+from trainables.pose import POSE_KINDS, PoseKind
 
 MNIST, DEEP = "mnist", "deep"  # the families: the MNIST distortions a study sweeps; the ICPR study's deeper networks
 UNCHANGED = "trainables.augment:Unchanged"  # the stored images, as they are
-POSE_UNITS = {"rotation": "°", "translation": "px", "scale": "log2"}
 MNIST_DIGIT = (28, 28)  # what the MNIST loader yields per image; the family's generators draw it onto their canvas
 
 
@@ -47,9 +47,10 @@ class DatasetSpec:
     folder: str | None = None  # where the source lives under a study's data_root (None: <data_root>/<source>)
     embedded: bool = False  # runs without data_root (an offline subset ships with a dependency)
     downloadable: bool = False  # the loader fetches missing files when asked; else they are put in place by hand
-    train_draw: str = UNCHANGED  # generator class ("module:Class", built with side=) the training stream draws
+    train_draw: str = UNCHANGED  # generator class ("module:Class", built with side= and draw_args) the training stream draws
     eval_draw: str | None = None  # what validation and test draw (None: the training generator)
-    pose_kind: str = ""  # the transform the evaluation draws apply and report ("": no pose metrics)
+    draw_args: tuple[tuple[str, object], ...] = ()  # keyword arguments of both generators, beyond side
+    pose_kind: str = ""  # the transform the evaluation draws apply and report (``pose.POSE_KINDS``; "": none)
     extra_metrics: tuple[str, ...] = ()  # end-of-trial metrics beyond the common ones (``evaluate.EXTRA_METRICS``)
     label: str = ""  # the report's column ("": the name)
     norm_mean: float | tuple[float, ...] = 0.0  # a tuple: one value per channel
@@ -59,8 +60,8 @@ class DatasetSpec:
     def __post_init__(self):
         if self.family not in (MNIST, DEEP):
             raise ValueError(f"dataset {self.name}: family must be {MNIST} or {DEEP}, got {self.family!r}")
-        if self.pose_kind and self.pose_kind not in POSE_UNITS:
-            raise ValueError(f"dataset {self.name}: pose_kind must be one of {', '.join(POSE_UNITS)}")
+        if self.pose_kind and self.pose_kind not in POSE_KINDS:
+            raise ValueError(f"dataset {self.name}: pose_kind must be one of {', '.join(POSE_KINDS)}")
         object.__setattr__(self, "source", self.source or self.name)
         object.__setattr__(self, "label", self.label or self.name)
         object.__setattr__(self, "architecture", Architecture(
@@ -79,8 +80,13 @@ class DatasetSpec:
         return self.source if self.folder is None else self.folder
 
     @property
+    def pose(self) -> PoseKind | None:
+        """The pose kind's object (None: no pose metrics)."""
+        return POSE_KINDS[self.pose_kind] if self.pose_kind else None
+
+    @property
     def pose_unit(self) -> str:
-        return POSE_UNITS.get(self.pose_kind, "")
+        return self.pose.unit if self.pose else ""
 
     def load(self, data_root=None, download: bool = False):
         """The dataset's splits (``splits.MnistSplits``) from its loader."""
@@ -88,11 +94,11 @@ class DatasetSpec:
 
     def train_distortion(self):
         """A fresh generator of the training stream (a ``distortions.Distortion``)."""
-        return _resolve(self.train_draw)(side=self.side)
+        return _resolve(self.train_draw)(side=self.side, **dict(self.draw_args))
 
     def eval_distortion(self):
         """A fresh generator of the validation and test streams."""
-        return _resolve(self.eval_draw or self.train_draw)(side=self.side)
+        return _resolve(self.eval_draw or self.train_draw)(side=self.side, **dict(self.draw_args))
 
 
 def _resolve(path: str):
@@ -160,6 +166,12 @@ register_dataset(DatasetSpec(
     name="scaled-mnist", side=112, network=SCALED_MNIST, train_draw="trainables.distortions:Scaled",
     pose_kind="scale", label="scale", **_MNIST_FAMILY,
     # not normalised, as the authors' evaluation code reads their scaled models (0.0414 / 0.1751 if it were)
+))
+register_dataset(DatasetSpec(
+    # rotations over the full turn (±180°; ours, not the paper's): its poses wrap at ±180° (``pose.POSE_KINDS``)
+    name="rotated360-mnist", side=28, network=ROTATED_MNIST, train_draw="trainables.distortions:Rotated",
+    draw_args=(("max_degrees", 180.0),), pose_kind="full-rotation", label="rotation ±180°", **_MNIST_FAMILY,
+    norm_mean=0.1307, norm_std=0.3081,
 ))
 _SVHN_STATISTICS = dict(norm_mean=(0.4377, 0.4438, 0.4728), norm_std=(0.1980, 0.2010, 0.1970))  # torchvision's train split
 register_dataset(DatasetSpec(

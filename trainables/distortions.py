@@ -118,10 +118,10 @@ class Distortion:
 
 
 class Rotated(Distortion):
-    pose_kind = "rotation"
-
     def __init__(self, side: int, max_degrees: float = 90.0):
         self.side, self.max_degrees = side, max_degrees
+        # beyond ±90° a final angle can pass ±180°: its pose is then read on the circle (``pose.POSE_KINDS``)
+        self.pose_kind = "rotation" if max_degrees <= 90 else "full-rotation"
 
     def sample(self, batch, gen, device):
         return _uniform((batch,), -self.max_degrees, self.max_degrees, gen, device)

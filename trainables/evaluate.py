@@ -20,6 +20,7 @@ from trainables.architectures import stride_after_blocks
 from trainables.data import DistortedStream, MnistSplits, generator, stream_seed
 from trainables.datasets import dataset_spec
 from trainables.models import STNClassifier
+from trainables.pose import pose_kind
 from trainables.train_config import TRAIN_DEFAULTS
 
 EVAL_SEED = 0  # val/test draws: shared by every trial, independent of the trial seed
@@ -32,13 +33,15 @@ def alignment(kind: str, applied: torch.Tensor, theta: torch.Tensor, labels: tor
               suffix: str = "") -> dict[str, float]:
     """Pose SD (and, for rotations, the Deming slope/intercept) of one set of ST outputs θ; for the first ST
     (no suffix) also ``pose_sd_v1``, the same measure by the formulas of 2001.05858 v1's code."""
+    pose = pose_kind(kind)
     t = metrics.applied_pose(kind, applied).cpu().numpy()
     p = metrics.predicted_pose(kind, theta, side).cpu().numpy()
-    out = {f"pose_sd{suffix}": metrics.pose_sd(t + p, labels.cpu().numpy())}
+    out = {f"pose_sd{suffix}": metrics.pose_sd(pose.wrap(t + p), labels.cpu().numpy())}
     if not suffix:  # the first ST's pose SD by the formulas of 2001.05858 v1's code too (docs/fidelity.md)
         z = metrics.applied_pose_v1(kind, applied) + metrics.predicted_pose_v1(kind, theta)
-        out["pose_sd_v1"] = metrics.pose_sd(z.cpu().numpy(), labels.cpu().numpy())
-    if kind == "rotation":
+        out["pose_sd_v1"] = metrics.pose_sd(pose.wrap(z.cpu().numpy()), labels.cpu().numpy())
+    if pose.has_slope:  # on a circle, the predicted angle is read as the one nearest the undoing angle −t
+        p = -t + pose.wrap(t + p)
         out[f"angle_slope{suffix}"], out[f"angle_intercept{suffix}"] = metrics.deming(t, p)
     return out
 
@@ -205,7 +208,7 @@ def evaluate(model: STNClassifier, splits: MnistSplits, passes: int = TEST_PASSE
         result.update(alignment(kind, t, torch.cat(first), y, model.warped_extent))  # the paper's: the first ST
         if model.spec.iterations > 1:  # what the iterated model actually applies: named apart
             result.update(alignment(kind, t, torch.cat(composed), y, model.warped_extent, suffix="_composed"))
-        if kind == "rotation":
+        if spec.pose.has_slope:
             figures["angle_applied"] = metrics.applied_pose(kind, t).cpu().numpy()
             figures["angle_predicted"] = metrics.predicted_pose(kind, torch.cat(first), model.warped_extent).cpu().numpy()
         sample = splits.test_x[:MISALIGNMENT_DIGITS]

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from trainables import st
+from trainables.pose import pose_kind
 
 ROTATIONS = 17  # plankton consistency: each test image turned by 17 angles evenly spaced over the circle
 
@@ -40,20 +41,21 @@ def wrong(logits: torch.Tensor, labels: torch.Tensor) -> int:
 
 def applied_pose(kind: str, params: torch.Tensor) -> torch.Tensor:
     """The generator's transform params as the pose t of the pose-alignment measure (Finnveden et al.)."""
-    if kind == "scale":
+    if pose_kind(kind).formula == "scale":
         return 2.0 * torch.log2(params)
     return params
 
 
 def predicted_pose(kind: str, theta: torch.Tensor, side: int) -> torch.Tensor:
     """The pose p that an ST's 2×3 θ applies, in the units of ``applied_pose``."""
+    kind = pose_kind(kind).formula
     if kind == "rotation":
         return -torch.rad2deg(torch.atan2(theta[:, 0, 1] - theta[:, 1, 0], theta[:, 0, 0] + theta[:, 1, 1]))
     if kind == "translation":
         return -theta[:, :, 2] * side / 2.0
     if kind == "scale":
         return -torch.log2(torch.linalg.det(theta[:, :, :2]).abs())
-    raise ValueError(f"unknown pose kind {kind!r}: allowed rotation, translation, scale")
+    raise AssertionError(kind)
 
 
 # The pose formulas of the code released with arXiv 2001.05858 v1 (luuf/stn-placement, stn/eval.py at 07a44d6):
@@ -64,7 +66,7 @@ V1_TRANSLATION_UNIT = 30.0  # pixels per unit of θ's shift, for every variant (
 
 def applied_pose_v1(kind: str, params: torch.Tensor) -> torch.Tensor:
     """The applied pose t of the v1 code: degrees, pixels (x, y), or log2 s on both axes for scale."""
-    if kind == "scale":
+    if pose_kind(kind).formula == "scale":
         return torch.log2(params).reshape(-1, 1).expand(-1, 2)
     return params
 
@@ -74,6 +76,7 @@ def predicted_pose_v1(kind: str, theta: torch.Tensor) -> torch.Tensor:
     θ's shift × 30 whatever the warped map, and the per-axis scale vector (the norm of θ⁻¹'s first row, and
     det θ⁻¹ over it) in log2. Equal to ``predicted_pose`` for a pure rotation and for an input warp's shift."""
     inverse = torch.linalg.inv(theta[:, :, :2].double())
+    kind = pose_kind(kind).formula
     if kind == "rotation":
         return torch.rad2deg(torch.atan2(inverse[:, 0, 1], inverse[:, 0, 0])).to(theta.dtype)
     if kind == "translation":
@@ -82,7 +85,7 @@ def predicted_pose_v1(kind: str, theta: torch.Tensor) -> torch.Tensor:
         sx = inverse[:, 0].norm(dim=1)
         sy = torch.linalg.det(inverse).abs() / sx
         return torch.log2(torch.stack([sx, sy], dim=1)).to(theta.dtype)
-    raise ValueError(f"unknown pose kind {kind!r}: allowed rotation, translation, scale")
+    raise AssertionError(kind)
 
 
 def theta_parts(theta: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -25,8 +25,7 @@ LEARNT, NOT_LEARNT, NOT_EXPECTED, NO_ST = "yes", "NO", "not expected", DASH
 
 def rule(dataset: str) -> str:
     """The rule ``verdict`` applies on ``dataset``, as the report states it."""
-    kind = dataset_spec(dataset).pose_kind
-    if kind == "rotation":
+    if dataset_spec(dataset).pose and dataset_spec(dataset).pose.has_slope:
         return (f"{COLUMN[dataset]}: an input-warping ST (C0, SLX, DLX) learnt when its test angle slope ≤ {LEARNT_SLOPE:g}; "
                 f"STN-CX (X ≥ 1) warps a feature map and is not expected to rotate, so it is not flagged")
     return (f"{COLUMN[dataset]}: an ST learnt when its test pose SD < {LEARNT_POSE_FRACTION:g} × "
@@ -36,11 +35,11 @@ def rule(dataset: str) -> str:
 
 def verdict(dataset: str, variant: str, run: pd.Series) -> str:
     """``yes`` / ``NO`` / ``not expected`` / a dash (no ST, or no pose metric on this dataset)."""
-    kind = dataset_spec(dataset).pose_kind
+    pose = dataset_spec(dataset).pose
     spec = parse_variant(variant.split(" [")[0])
-    if spec.depth is None or not kind:
+    if spec.depth is None or pose is None:
         return NO_ST
-    if kind == "rotation":
+    if pose.has_slope:
         if not spec.warps_input:
             return NOT_EXPECTED
         slope = run.get("angle_slope")
@@ -79,7 +78,7 @@ def did_not_learn(runs: pd.DataFrame) -> str:
 
 
 def _evidence(run) -> str:
-    if dataset_spec(run.dataset).pose_kind == "rotation":
+    if dataset_spec(run.dataset).pose and dataset_spec(run.dataset).pose.has_slope:
         return f"slope {run.angle_slope:+.2f}"
     return f"pose SD {run.pose_sd:.2f} {pose_unit(run.dataset)}"
 
