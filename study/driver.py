@@ -34,6 +34,7 @@ from study.tracking.store import artifact_root_for, ensure_experiment, open_clie
 from study.tracking.trial_runs import TrialTracker
 from study.trial import train_cell
 from study.trial_schema import HPARAM_KEYS, final_key
+from trainables.train_config import planned_device
 
 
 class StudyInterrupted(KeyboardInterrupt):
@@ -96,7 +97,7 @@ class StudyDriver:
                                                                     artifact_root, self.say)
         from study.tracking.store import start_parent_run
 
-        device = "cuda" if (self.cfg.resources.gpus > 0 and self.cfg.device != "cpu") else "cpu"
+        device = planned_device(self.cfg.device, self.cfg.resources.gpus)
         tags = provenance_tags(self.cfg.hash(), data_source, data_digest, device)
         parent = start_parent_run(self.client, experiment_id, study_id, self.cfg.to_yaml(), tags, self.cfg.description)
         self.state = StudyState(study_id, self.cfg.name, self.cfg.to_yaml(), self.tracking_uri, experiment_id, parent)

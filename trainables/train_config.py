@@ -128,6 +128,13 @@ def option_problem(name: str, value) -> str | None:
     return None
 
 
+def planned_device(device: str, gpus_per_trial: float) -> str:
+    """The device kind (cuda or cpu) a trial with this ``device`` option resolves to when it reserves
+    ``gpus_per_trial`` GPUs: what ``resolved_device`` returns inside it (a trial that reserves no GPU sees none,
+    as Ray hides them), known before any trial runs."""
+    return "cuda" if gpus_per_trial > 0 and device != "cpu" else "cpu"
+
+
 def _cuda_available() -> bool:
     import torch
 
