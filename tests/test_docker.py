@@ -29,7 +29,7 @@ def test_one_ray_version_everywhere_matches_the_installed_one():
     assert v["PYTHON_TAG"] == f"py{sys.version_info.major}{sys.version_info.minor}"
     dockerfile = (DOCKER / "Dockerfile").read_text()
     assert dockerfile.count(f"ARG RAY_VERSION={v['RAY_VERSION']}") == 2 and f"ARG PYTHON_TAG={v['PYTHON_TAG']}" in dockerfile
-    assert "FROM rayproject/ray:${RAY_VERSION}-${PYTHON_TAG}-gpu" in dockerfile
+    assert "ARG BASE_IMAGE=rayproject/ray:${RAY_VERSION}-${PYTHON_TAG}-gpu\nFROM ${BASE_IMAGE}" in dockerfile  # users: Ray's image
     assert f"RAY_VERSION:-{v['RAY_VERSION']}" in (DOCKER / "compose.yaml").read_text()
     assert yaml.safe_load((DOCKER / "kuberay" / "raycluster.yaml").read_text())["spec"]["rayVersion"] == v["RAY_VERSION"]
     assert f"RAY_VERSION={v['RAY_VERSION']}" in (DOCKER / ".env.example").read_text()
