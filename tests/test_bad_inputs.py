@@ -23,7 +23,8 @@ def corrupt_mnist(root):
 
 CASES = [
     (["--variants", "STN-Q1"], "variants: unknown variant 'STN-Q1': expected CNN, STN-C<X>, STN-SL<X>, STN-DL<X>"),
-    (["--datasets", "cifar"], "datasets: unknown dataset 'cifar': allowed rotated-mnist, translated-mnist, scaled-mnist, svhn, plankton"),
+    (["--datasets", "cifar"], "datasets: unknown dataset 'cifar': allowed rotated-mnist, translated-mnist, scaled-mnist, "
+                                     "rotated360-mnist, svhn, plankton"),
     (["--datasets", "svhn"], "data_root: svhn has no embedded subset: allowed a folder holding svhn/"),
     (["--variants", "STN-C3"], "variants: variant 'STN-C3' is not possible on rotated-mnist"),
     (["--set", "search.lr.low=0"], "search.lr: a log range needs low > 0"),
