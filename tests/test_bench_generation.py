@@ -54,7 +54,7 @@ def test_the_other_core_is_kept_busy_while_the_figure_is_measured_and_freed_afte
     before = {p.pid for p in psutil.Process().children()}
     with other_core_busy(True):
         burners = [p for p in psutil.Process().children() if p.pid not in before]
-        assert len(burners) == 1 and burners[0].cpu_percent(interval=0.5) > 50
+        assert len(burners) == 1 and burners[0].cpu_percent(interval=1.0) > 25  # spinning, even on a loaded machine
     assert not burners[0].is_running() or burners[0].status() == psutil.STATUS_ZOMBIE
     with other_core_busy(False):
         assert {p.pid for p in psutil.Process().children()} == before
