@@ -85,6 +85,11 @@ class DatasetSpec:
         return POSE_KINDS[self.pose_kind] if self.pose_kind else None
 
     @property
+    def has_slope(self) -> bool:
+        """Its pose is one angle: the predicted-vs-applied slope (Fig. 3) is defined."""
+        return self.pose is not None and self.pose.has_slope
+
+    @property
     def pose_unit(self) -> str:
         return self.pose.unit if self.pose else ""
 

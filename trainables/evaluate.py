@@ -208,7 +208,7 @@ def evaluate(model: STNClassifier, splits: MnistSplits, passes: int = TEST_PASSE
         result.update(alignment(kind, t, torch.cat(first), y, model.warped_extent))  # the paper's: the first ST
         if model.spec.iterations > 1:  # what the iterated model actually applies: named apart
             result.update(alignment(kind, t, torch.cat(composed), y, model.warped_extent, suffix="_composed"))
-        if spec.pose.has_slope:
+        if spec.has_slope:
             figures["angle_applied"] = metrics.applied_pose(kind, t).cpu().numpy()
             figures["angle_predicted"] = metrics.predicted_pose(kind, torch.cat(first), model.warped_extent).cpu().numpy()
         sample = splits.test_x[:MISALIGNMENT_DIGITS]

@@ -171,7 +171,7 @@ def canonical_variants(dataset: str) -> list[tuple[str, str]]:
             cells += [(f"STN-{code}{depth}", "affine") for code in ("C", "SL", "DL")]
     cells += [("STN-SL1x2", "affine"), ("STN-C1x2", "affine")]
     cells += [("STN-C0", t) for t in ST_TRANSFORMS if t != "affine"]
-    cells += [("STN-SL1", "rotation" if dataset_spec(dataset).pose and dataset_spec(dataset).pose.has_slope else "similarity")]
+    cells += [("STN-SL1", "rotation" if dataset_spec(dataset).has_slope else "similarity")]
     return [(v, t) for v, t in cells if _shape_problem(arch, parse_variant(v)) is None]
 
 

@@ -123,7 +123,7 @@ def build_figures(client: MlflowClient, study: Study, out: Path, gaps: list[str]
             if missing and gaps is not None:
                 gaps.append(f"{dataset} / {row} (run {run_id}): {missing[0][1]}")
         spec, stem = dataset_spec(dataset), dataset.removesuffix("-mnist")  # svhn-multi keeps its own files
-        if spec.pose and spec.pose.has_slope:
+        if spec.has_slope:
             written.append(fig3_angle_plots(out / f"fig3_angle_plots_{stem}.png",
                                             {k: v for k, v in panels.items() if k != "CNN"}))
         written.append(fig2_aligned_examples(out / f"fig2_aligned_{stem}.png", dataset, panels))

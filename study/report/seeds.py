@@ -25,7 +25,7 @@ LEARNT, NOT_LEARNT, NOT_EXPECTED, NO_ST = "yes", "NO", "not expected", DASH
 
 def rule(dataset: str) -> str:
     """The rule ``verdict`` applies on ``dataset``, as the report states it."""
-    if dataset_spec(dataset).pose and dataset_spec(dataset).pose.has_slope:
+    if dataset_spec(dataset).has_slope:
         return (f"{COLUMN[dataset]}: an input-warping ST (C0, SLX, DLX) learnt when its test angle slope ≤ {LEARNT_SLOPE:g}; "
                 f"STN-CX (X ≥ 1) warps a feature map and is not expected to rotate, so it is not flagged")
     return (f"{COLUMN[dataset]}: an ST learnt when its test pose SD < {LEARNT_POSE_FRACTION:g} × "
@@ -78,7 +78,7 @@ def did_not_learn(runs: pd.DataFrame) -> str:
 
 
 def _evidence(run) -> str:
-    if dataset_spec(run.dataset).pose and dataset_spec(run.dataset).pose.has_slope:
+    if dataset_spec(run.dataset).has_slope:
         return f"slope {run.angle_slope:+.2f}"
     return f"pose SD {run.pose_sd:.2f} {pose_unit(run.dataset)}"
 

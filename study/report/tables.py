@@ -170,7 +170,7 @@ def alignment_table(runs: pd.DataFrame, pair: tuple[str, str]) -> Table:
         if "pose_sd_v1" in runs.columns:  # runs recorded before the v1 formulas were added have none
             columns.append((f"{COLUMN[d]} pose SD, v1 formulas", d, "pose_sd_v1", 1.0, 2))
         columns.append((f"{COLUMN[d]} feature misalignment", d, "feature_misalignment", 1.0, 3))
-        if dataset_spec(d).pose and dataset_spec(d).pose.has_slope:
+        if dataset_spec(d).has_slope:
             columns.append((f"{COLUMN[d]} angle slope", d, "angle_slope", 1.0, 2))
     for d in datasets_in(runs):  # e.g. PlanktonSet: no pose, but the rotation consistency of turned copies
         for metric in (m for m in dataset_spec(d).extra_metrics if m in runs.columns):
